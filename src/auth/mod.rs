@@ -1,0 +1,154 @@
+//! Who is calling and what they may do. A bearer token becomes a [`Principal`] (tenant, user,
+//! delegated or application permissions); each Graph operation names the [`Access`] it needs
+//! and [`Principal::authorize`] decides, answering Graph's 401/403.
+
+pub mod dev;
+
+use std::collections::HashSet;
+
+use crate::error::{GraphError, GraphResult};
+use crate::model::TenantId;
+
+pub const READ_ALL: &str = "DeviceManagementConfiguration.Read.All";
+pub const READ_WRITE_ALL: &str = "DeviceManagementConfiguration.ReadWrite.All";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A user signed in to an app: permissions in `scp`.
+    Delegated,
+    /// An app acting as itself: permissions in `roles`.
+    Application,
+}
+
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub tenant: TenantId,
+    pub kind: TokenKind,
+    pub object_id: Option<String>,
+    pub user_principal_name: Option<String>,
+    pub app_id: Option<String>,
+    /// `scp` (delegated) or `roles` (application), lower-cased for comparison.
+    pub permissions: HashSet<String>,
+    pub groups: Vec<String>,
+}
+
+/// What an operation needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `Read.All` or `ReadWrite.All`, delegated or application.
+    Read,
+    /// `ReadWrite.All`, delegated or application.
+    Write,
+    /// Like `Read`/`Write`, but application tokens are not supported (the singleton).
+    DelegatedRead,
+    DelegatedWrite,
+}
+
+impl Principal {
+    fn has(&self, permission: &str) -> bool {
+        self.permissions.contains(&permission.to_ascii_lowercase())
+    }
+
+    pub fn authorize(&self, access: Access) -> GraphResult<()> {
+        let (write, delegated_only) = match access {
+            Access::Read => (false, false),
+            Access::Write => (true, false),
+            Access::DelegatedRead => (false, true),
+            Access::DelegatedWrite => (true, true),
+        };
+        if delegated_only && self.kind == TokenKind::Application {
+            return Err(GraphError::Forbidden(format!(
+                "Application permissions are not supported for this operation; call it with a delegated (user) token that has {}.",
+                if write {
+                    READ_WRITE_ALL.to_string()
+                } else {
+                    format!("{READ_ALL} or {READ_WRITE_ALL}")
+                }
+            )));
+        }
+        let kind = match self.kind {
+            TokenKind::Delegated => "delegated",
+            TokenKind::Application => "application",
+        };
+        if write {
+            if self.has(READ_WRITE_ALL) {
+                return Ok(());
+            }
+            return Err(GraphError::Forbidden(format!(
+                "Insufficient privileges to complete the operation: it requires the {kind} permission {READ_WRITE_ALL}."
+            )));
+        }
+        if self.has(READ_ALL) || self.has(READ_WRITE_ALL) {
+            return Ok(());
+        }
+        Err(GraphError::Forbidden(format!(
+            "Insufficient privileges to complete the operation: it requires the {kind} permission {READ_ALL} or {READ_WRITE_ALL}."
+        )))
+    }
+}
+
+/// Extracts the bearer token from an `Authorization` header value.
+pub fn bearer_token(header: Option<&http::HeaderValue>) -> GraphResult<&str> {
+    let Some(value) = header else {
+        return Err(GraphError::InvalidToken("Access token is empty.".into()));
+    };
+    let value = value.to_str().map_err(|_| {
+        GraphError::InvalidToken("The Authorization header is not valid ASCII.".into())
+    })?;
+    let mut parts = value.splitn(2, ' ');
+    let scheme = parts.next().unwrap_or_default();
+    let token = parts.next().unwrap_or_default().trim();
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(GraphError::InvalidToken(
+            "The Authorization header must use the Bearer scheme.".into(),
+        ));
+    }
+    if token.is_empty() {
+        return Err(GraphError::InvalidToken("Access token is empty.".into()));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(kind: TokenKind, perms: &[&str]) -> Principal {
+        Principal {
+            tenant: TenantId::parse("t").unwrap(),
+            kind,
+            object_id: None,
+            user_principal_name: None,
+            app_id: None,
+            permissions: perms.iter().map(|p| p.to_ascii_lowercase()).collect(),
+            groups: vec![],
+        }
+    }
+
+    #[test]
+    fn permission_table() {
+        use Access::*;
+        use TokenKind::*;
+        let cases = [
+            (Delegated, vec![], Read, false),
+            (Delegated, vec![READ_ALL], Read, true),
+            (Delegated, vec![READ_ALL], Write, false),
+            (Delegated, vec![READ_WRITE_ALL], Write, true),
+            (Delegated, vec![READ_WRITE_ALL], Read, true),
+            (Application, vec![READ_ALL], Read, true),
+            (Application, vec![READ_WRITE_ALL], Write, true),
+            (Application, vec![READ_WRITE_ALL], DelegatedRead, false),
+            (Application, vec![READ_WRITE_ALL], DelegatedWrite, false),
+            (Delegated, vec![READ_ALL], DelegatedRead, true),
+            (Delegated, vec![READ_ALL], DelegatedWrite, false),
+            (Delegated, vec!["User.Read"], Read, false),
+        ];
+        for (kind, perms, access, ok) in cases {
+            assert_eq!(
+                principal(kind, &perms).authorize(access).is_ok(),
+                ok,
+                "{kind:?} {perms:?} {access:?}"
+            );
+        }
+    }
+}

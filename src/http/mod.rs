@@ -1,0 +1,207 @@
+//! The HTTP front end: the axum server, the cross-cutting middleware (request ids, Graph's
+//! error envelope, header limits, timeouts, panics) and the single Graph entry point that
+//! routes, authenticates, authorises and dispatches (see [`handlers`]).
+
+pub mod body;
+pub mod handlers;
+pub mod route;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderValue, StatusCode};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::auth::dev::DevKey;
+use crate::auth::{Principal, bearer_token};
+use crate::domain::Service;
+use crate::error::{ErrorInfo, GraphError, GraphResult};
+
+/// How tokens are verified.
+pub enum Authenticator {
+    Dev(DevKey),
+}
+
+impl Authenticator {
+    pub fn authenticate(&self, headers: &http::HeaderMap) -> GraphResult<Principal> {
+        let token = bearer_token(headers.get(http::header::AUTHORIZATION))?;
+        match self {
+            Self::Dev(key) => key.verify(token),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Largest accepted request body (Graph's usual limit is 4 MiB).
+    pub max_body_bytes: usize,
+    /// Largest accepted total size of request headers.
+    pub max_header_bytes: usize,
+    /// A request that has not completed in this time is cut off.
+    pub request_timeout: Duration,
+    /// Public base URL, when the service sits behind a proxy that does not send X-Forwarded-*.
+    pub public_url: Option<String>,
+    /// Host used in URLs when the request has no usable Host header.
+    pub fallback_host: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_header_bytes: 32 * 1024,
+            request_timeout: Duration::from_secs(60),
+            public_url: None,
+            fallback_host: "localhost".into(),
+        }
+    }
+}
+
+pub struct AppState {
+    pub service: Service,
+    pub auth: Authenticator,
+    pub config: HttpConfig,
+}
+
+/// The ids of one request, for headers and `innerError`.
+#[derive(Clone, Debug)]
+pub struct RequestIds {
+    pub request_id: String,
+    pub client_request_id: String,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let timeout = state.config.request_timeout;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(handlers::graph)
+        .with_state(state.clone())
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(state, graph_envelope))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.service.store().ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => GraphError::from(e).into_response(),
+    }
+}
+
+fn valid_client_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| s.to_string())
+}
+
+/// Default `error.code` for failures produced outside our handlers (limits, timeouts, panics).
+fn default_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 405 => "BadRequest",
+        401 => "InvalidAuthenticationToken",
+        403 => "Forbidden",
+        404 => "ResourceNotFound",
+        408 => "RequestTimeout",
+        413 => "RequestEntityTooLarge",
+        415 => "UnsupportedMediaType",
+        431 => "RequestHeaderFieldsTooLarge",
+        503 => "ServiceUnavailable",
+        _ => "InternalServerError",
+    }
+}
+
+/// Adds `request-id`/`client-request-id` to every response and turns every error response
+/// into Graph's envelope — the one place the envelope is written.
+async fn graph_envelope(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let request_id = Uuid::new_v4().to_string();
+    let client_request_id = req
+        .headers()
+        .get("client-request-id")
+        .and_then(valid_client_request_id)
+        .unwrap_or_else(|| request_id.clone());
+    let ids = RequestIds {
+        request_id,
+        client_request_id,
+    };
+
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    let mut res = if header_bytes > state.config.max_header_bytes {
+        let mut r = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE.into_response();
+        r.extensions_mut().insert(ErrorInfo {
+            code: "RequestHeaderFieldsTooLarge",
+            message: format!(
+                "The request headers total {header_bytes} bytes; the limit is {} bytes.",
+                state.config.max_header_bytes
+            ),
+        });
+        r
+    } else {
+        req.extensions_mut().insert(ids.clone());
+        next.run(req).await
+    };
+
+    let status = res.status();
+    if status.is_client_error() || status.is_server_error() {
+        let info = res
+            .extensions_mut()
+            .remove::<ErrorInfo>()
+            .unwrap_or_else(|| ErrorInfo {
+                code: default_code(status),
+                message: match status.as_u16() {
+                    405 => "Specified HTTP method is not allowed for the request target.".into(),
+                    408 => "The request did not complete in time.".into(),
+                    _ => status.canonical_reason().unwrap_or("Error").to_string() + ".",
+                },
+            });
+        let date = time::OffsetDateTime::now_utc();
+        let body = json!({
+            "error": {
+                "code": info.code,
+                "message": info.message,
+                "innerError": {
+                    "date": format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", date.year(), u8::from(date.month()), date.day(), date.hour(), date.minute(), date.second()),
+                    "request-id": ids.request_id,
+                    "client-request-id": ids.client_request_id,
+                }
+            }
+        });
+        let (mut parts, _) = res.into_parts();
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        parts.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::odata::JSON_CONTENT_TYPE),
+        );
+        res = Response::from_parts(parts, Body::from(body.to_string()));
+    }
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&ids.request_id) {
+        headers.insert("request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ids.client_request_id) {
+        headers.insert("client-request-id", v);
+    }
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    res
+}

@@ -1,0 +1,104 @@
+//! Storage: one interface, engines behind it. Handlers and the domain layer never see SQL or
+//! an engine type; they get [`Store`] for reads and a [`TenantTx`] for writes.
+//!
+//! Writes for one tenant are serialised: [`Store::begin`] takes the tenant's write lock (the
+//! singleton row, created on first use) so the domain rules that span rows (unique priorities,
+//! whole-set `assign`) are checked and applied atomically.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::error::GraphError;
+use crate::model::{Assignment, ClientConfiguration, OfficeConfiguration, TenantId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database cannot be reached (or is busy beyond the timeout): retryable.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<StorageError> for GraphError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Unavailable(msg) => {
+                tracing::warn!(%msg, "storage unavailable");
+                GraphError::Unavailable {
+                    retry_after_secs: 5,
+                }
+            }
+            StorageError::Other(err) => GraphError::Internal(err),
+        }
+    }
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The tenant's singleton, or `None` if the tenant never wrote anything yet.
+    async fn office_configuration(
+        &self,
+        tenant: &TenantId,
+    ) -> StorageResult<Option<OfficeConfiguration>>;
+    /// All configurations of the tenant, by priority then id.
+    async fn configurations(&self, tenant: &TenantId) -> StorageResult<Vec<ClientConfiguration>>;
+    async fn configuration(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> StorageResult<Option<ClientConfiguration>>;
+    /// Assignments of one configuration, in their stored order.
+    async fn assignments(
+        &self,
+        tenant: &TenantId,
+        configuration_id: Uuid,
+    ) -> StorageResult<Vec<Assignment>>;
+    async fn assignment(
+        &self,
+        tenant: &TenantId,
+        configuration_id: Uuid,
+        id: Uuid,
+    ) -> StorageResult<Option<Assignment>>;
+    /// Starts a write transaction holding the tenant's write lock. `new_singleton_id` is used
+    /// if the tenant's singleton does not exist yet.
+    async fn begin(
+        &self,
+        tenant: &TenantId,
+        new_singleton_id: Uuid,
+    ) -> StorageResult<Box<dyn TenantTx>>;
+    /// Cheap liveness probe of the database.
+    async fn ping(&self) -> StorageResult<()>;
+}
+
+/// A write transaction scoped to one tenant. Dropping it without `commit` rolls back.
+#[async_trait]
+pub trait TenantTx: Send {
+    async fn office_configuration(&mut self) -> StorageResult<OfficeConfiguration>;
+    async fn update_office_configuration(
+        &mut self,
+        value: &OfficeConfiguration,
+    ) -> StorageResult<()>;
+    async fn configuration(&mut self, id: Uuid) -> StorageResult<Option<ClientConfiguration>>;
+    /// `(id, priority)` of every configuration of the tenant.
+    async fn priorities(&mut self) -> StorageResult<Vec<(Uuid, i32)>>;
+    async fn insert_configuration(&mut self, value: &ClientConfiguration) -> StorageResult<()>;
+    async fn update_configuration(&mut self, value: &ClientConfiguration) -> StorageResult<()>;
+    /// Deletes a configuration and its assignments; false if it did not exist.
+    async fn delete_configuration(&mut self, id: Uuid) -> StorageResult<bool>;
+    async fn assignments(&mut self, configuration_id: Uuid) -> StorageResult<Vec<Assignment>>;
+    /// Replaces the whole assignment set of a configuration (order kept).
+    async fn replace_assignments(
+        &mut self,
+        configuration_id: Uuid,
+        values: &[Assignment],
+    ) -> StorageResult<()>;
+    async fn insert_assignment(&mut self, value: &Assignment) -> StorageResult<()>;
+    async fn update_assignment(&mut self, value: &Assignment) -> StorageResult<()>;
+    async fn delete_assignment(&mut self, configuration_id: Uuid, id: Uuid) -> StorageResult<bool>;
+    async fn commit(self: Box<Self>) -> StorageResult<()>;
+}
