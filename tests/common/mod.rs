@@ -1,0 +1,258 @@
+//! Black-box test harness: starts the real `cirrus serve` binary on an ephemeral loopback
+//! port with a fresh data directory (a real SQLite file) and talks HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cirrus::auth::dev::{DevKey, TokenRequest, claims_for};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+pub const READ_ALL: &str = "DeviceManagementConfiguration.Read.All";
+pub const READ_WRITE_ALL: &str = "DeviceManagementConfiguration.ReadWrite.All";
+pub const WINDOWS: &str = "#microsoft.graph.windowsOfficeClientConfiguration";
+pub const SECURITY: &str = "#microsoft.graph.windowsOfficeClientSecurityConfiguration";
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+    key: DevKey,
+    pub client: reqwest::Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Res {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Res {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// Asserts a Graph error envelope with this status and code; returns the message.
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        let ct = self.header("content-type").unwrap_or_default();
+        assert!(
+            ct.starts_with("application/json"),
+            "error content type {ct}"
+        );
+        let v = self.json();
+        assert_eq!(v["error"]["code"], code, "body: {}", self.text);
+        let msg = v["error"]["message"].as_str().expect("message").to_string();
+        assert!(!msg.is_empty());
+        let inner = &v["error"]["innerError"];
+        assert!(
+            inner["request-id"].is_string()
+                && inner["client-request-id"].is_string()
+                && inner["date"].is_string(),
+            "innerError: {}",
+            self.text
+        );
+        assert_eq!(inner["request-id"].as_str(), self.header("request-id"));
+        msg
+    }
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cirrus"))
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn cirrus");
+        let stdout = child.stdout.take().expect("stdout");
+        let first = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .expect("read stdout");
+            line
+        })
+        .await
+        .expect("join");
+        // "cirrus listening on http://127.0.0.1:PORT/beta (data in ...)"
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in start-up line: {first:?}"))
+            .trim_end_matches("/beta")
+            .to_string();
+        let key = DevKey::load_or_create(&data_dir).expect("dev key");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let server = Server {
+            child,
+            base: url,
+            data_dir,
+            _dir: dir,
+            key,
+            client,
+        };
+        for _ in 0..100 {
+            if let Ok(r) = server
+                .client
+                .get(format!("{}/healthz", server.base))
+                .send()
+                .await
+                && r.status() == StatusCode::OK
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server did not become healthy");
+    }
+
+    pub fn token_with(&self, req: TokenRequest) -> String {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.key.mint(&claims_for(&req, now).unwrap()).unwrap()
+    }
+
+    /// A delegated ReadWrite.All token for `tenant`.
+    pub fn token(&self, tenant: &str) -> String {
+        self.token_with(request(tenant))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/beta{}", self.base, path)
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Res {
+        let mut rb = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        Self::finish(rb).await
+    }
+
+    pub async fn finish(rb: reqwest::RequestBuilder) -> Res {
+        let r = rb.send().await.expect("request");
+        let status = r.status();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap_or_default();
+        Res {
+            status,
+            headers,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Res {
+        self.send(Method::GET, path, Some(token), None).await
+    }
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Res {
+        self.send(Method::POST, path, Some(token), Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Res {
+        self.send(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+    pub async fn delete(&self, path: &str, token: &str) -> Res {
+        self.send(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Creates a configuration; returns its JSON.
+    pub async fn create(&self, token: &str, body: Value) -> Value {
+        let r = self
+            .post("/officeConfiguration/clientConfigurations", token, body)
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "create failed: {}", r.text);
+        r.json()
+    }
+
+    pub async fn create_windows(&self, token: &str, name: &str) -> Value {
+        self.create(token, json!({"@odata.type": WINDOWS, "displayName": name}))
+            .await
+    }
+
+    /// Everything the tenant has, for "stored data did not change" checks.
+    pub async fn snapshot(&self, token: &str) -> Value {
+        let single = self.get("/officeConfiguration", token).await.json();
+        let list = self
+            .get("/officeConfiguration/clientConfigurations", token)
+            .await
+            .json();
+        let mut assignments = serde_json::Map::new();
+        for c in list["value"].as_array().unwrap() {
+            let id = c["id"].as_str().unwrap();
+            let a = self
+                .get(
+                    &format!("/officeConfiguration/clientConfigurations/{id}/assignments"),
+                    token,
+                )
+                .await
+                .json();
+            assignments.insert(id.to_string(), a["value"].clone());
+        }
+        json!({"singleton": single, "configurations": list["value"], "assignments": assignments})
+    }
+}
+
+pub fn request(tenant: &str) -> TokenRequest {
+    TokenRequest {
+        tenant: tenant.into(),
+        user: None,
+        upn: Some("admin@contoso.example".into()),
+        scopes: None,
+        roles: None,
+        groups: None,
+        expires_in: 3600,
+    }
+}
+
+pub fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+pub fn group_target(group: &str) -> Value {
+    json!({"@odata.type": "#microsoft.graph.officeConfigurationGroupAssignmentTarget", "groupId": group})
+}
