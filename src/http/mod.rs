@@ -68,6 +68,8 @@ pub struct AppState {
     pub service: Service,
     pub auth: Authenticator,
     pub config: HttpConfig,
+    /// Keeps the embedded engine's data directory locked while the server lives.
+    pub _data_dir_lock: Option<crate::config::DataDirLock>,
 }
 
 /// The ids of one request, for headers and `innerError`.

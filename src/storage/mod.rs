@@ -5,6 +5,7 @@
 //! singleton row, created on first use) so the domain rules that span rows (unique priorities,
 //! whole-set `assign`) are checked and applied atomically.
 
+pub mod cache;
 pub mod sqlite;
 
 use async_trait::async_trait;
