@@ -22,6 +22,7 @@ pub struct Server {
     pub data_dir: PathBuf,
     _dir: tempfile::TempDir,
     key: DevKey,
+    extra_args: Vec<String>,
     pub client: reqwest::Client,
 }
 
@@ -83,35 +84,8 @@ impl Server {
     pub async fn start_with(extra_args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("data");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cirrus"))
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(extra_args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn cirrus");
-        let stdout = child.stdout.take().expect("stdout");
-        let first = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout)
-                .read_line(&mut line)
-                .expect("read stdout");
-            line
-        })
-        .await
-        .expect("join");
-        // "cirrus listening on http://127.0.0.1:PORT/beta (data in ...)"
-        let url = first
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in start-up line: {first:?}"))
-            .trim_end_matches("/beta")
-            .to_string();
+        let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        let (child, base) = spawn(&data_dir, &extra_args).await;
         let key = DevKey::load_or_create(&data_dir).expect("dev key");
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -119,25 +93,43 @@ impl Server {
             .unwrap();
         let server = Server {
             child,
-            base: url,
+            base,
             data_dir,
             _dir: dir,
             key,
+            extra_args,
             client,
         };
+        server.wait_healthy().await;
+        server
+    }
+
+    async fn wait_healthy(&self) {
         for _ in 0..100 {
-            if let Ok(r) = server
+            if let Ok(r) = self
                 .client
-                .get(format!("{}/healthz", server.base))
+                .get(format!("{}/healthz", self.base))
                 .send()
                 .await
                 && r.status() == StatusCode::OK
             {
-                return server;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("server did not become healthy");
+    }
+
+    /// Kills the server process (SIGKILL: no graceful shutdown, so only what was made durable
+    /// before each acknowledgement survives) and starts a new one on the same data directory.
+    /// The new process listens on a new ephemeral port; `base` is updated.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, base) = spawn(&self.data_dir, &self.extra_args).await;
+        self.child = child;
+        self.base = base;
+        self.wait_healthy().await;
     }
 
     pub fn token_with(&self, req: TokenRequest) -> String {
@@ -152,6 +144,15 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}/beta{}", self.base, path)
+    }
+
+    /// A request builder for `path` (under `/beta`), with the token if given.
+    pub fn req(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+        let rb = self.client.request(method, self.url(path));
+        match token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
     }
 
     pub async fn send(
@@ -234,6 +235,55 @@ impl Server {
         }
         json!({"singleton": single, "configurations": list["value"], "assignments": assignments})
     }
+}
+
+/// Starts `cirrus serve` on an ephemeral port; returns the process and its base URL.
+async fn spawn(data_dir: &std::path::Path, extra_args: &[String]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cirrus"))
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra_args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn cirrus");
+    let stdout = child.stdout.take().expect("stdout");
+    // Read the first line, then keep draining stdout so later prints never hit a closed pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    let first = tokio::task::spawn_blocking(move || rx.recv().unwrap_or_default())
+        .await
+        .expect("join");
+    // "cirrus listening on http://127.0.0.1:PORT/beta (data in ...)"
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in start-up line: {first:?}"))
+        .trim_end_matches("/beta")
+        .to_string();
+    (child, url)
+}
+
+pub const CONFIGS: &str = "/officeConfiguration/clientConfigurations";
+
+/// The path of one configuration.
+pub fn cfg(id: &str) -> String {
+    format!("{CONFIGS}/{id}")
+}
+
+/// The `id` of an entity as a string.
+pub fn id_of(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_string()
 }
 
 pub fn request(tenant: &str) -> TokenRequest {
