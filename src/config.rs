@@ -51,7 +51,7 @@ pub async fn build_state(cfg: &ServeConfig) -> anyhow::Result<Arc<AppState>> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let lock = lock_data_dir(&cfg.data_dir)?;
-    let store = SqliteStore::open(&cfg.data_dir.join(DATABASE_FILE)).await?;
+    let store = SqliteStore::open(&cfg.data_dir.join(DATABASE_FILE), true).await?;
     let key = DevKey::load_or_create(&cfg.data_dir)?;
     let mut http = cfg.http.clone();
     http.fallback_host = cfg.listen.to_string();

@@ -244,7 +244,11 @@ mod tests {
     #[tokio::test]
     async fn writes_through_the_cache_are_seen_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CachedStore::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
+        let store = CachedStore::new(
+            SqliteStore::open(&dir.path().join("db"), true)
+                .await
+                .unwrap(),
+        );
         let tenant = TenantId::parse("t1").unwrap();
         let id = Uuid::new_v4();
         // A cached miss must not hide the later insert.
@@ -283,7 +287,11 @@ mod tests {
     #[tokio::test]
     async fn a_rolled_back_write_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CachedStore::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
+        let store = CachedStore::new(
+            SqliteStore::open(&dir.path().join("db"), true)
+                .await
+                .unwrap(),
+        );
         let tenant = TenantId::parse("t1").unwrap();
         let id = Uuid::new_v4();
         let mut tx = store.begin(&tenant, Uuid::new_v4()).await.unwrap();

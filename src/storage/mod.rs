@@ -6,6 +6,7 @@
 //! whole-set `assign`) are checked and applied atomically.
 
 pub mod cache;
+pub mod sql;
 pub mod sqlite;
 
 use async_trait::async_trait;
