@@ -3,13 +3,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
 use crate::auth::dev::DevKey;
 use crate::domain::{Service, SystemClock};
 use crate::http::{AppState, Authenticator, HttpConfig};
+use crate::storage::Store;
 use crate::storage::cache::CachedStore;
+use crate::storage::postgres::PostgresStore;
 use crate::storage::sqlite::SqliteStore;
 
 pub const DATABASE_FILE: &str = "cirrus.sqlite3";
@@ -43,23 +46,89 @@ pub fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<DataDirLock> {
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// `postgres://…` for the scale-out engine; `None` (or `sqlite://PATH`) for the embedded one.
+    pub database_url: Option<String>,
+    /// Apply pending migrations on start.
+    pub migrate: bool,
     pub http: HttpConfig,
+}
+
+/// Which engine a configuration selects.
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Database {
+    pub fn select(database_url: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<Self> {
+        match database_url {
+            None => Ok(Self::Sqlite(data_dir.join(DATABASE_FILE))),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Self::Postgres(url.to_string()))
+            }
+            Some(url) => match url.strip_prefix("sqlite://") {
+                Some(path) => Ok(Self::Sqlite(PathBuf::from(path))),
+                None => anyhow::bail!(
+                    "unsupported database URL (expected postgres://… or sqlite://PATH)"
+                ),
+            },
+        }
+    }
+
+    /// Opens the engine; migrations applied first if `migrate`.
+    pub async fn open(&self, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(match self {
+            // Only this process writes the file (the data directory is locked), so an
+            // in-process cache is safe.
+            Self::Sqlite(path) => {
+                Arc::new(CachedStore::new(SqliteStore::open(path, migrate).await?))
+            }
+            Self::Postgres(url) => {
+                Arc::new(PostgresStore::connect(url, migrate, Duration::from_secs(30)).await?)
+            }
+        })
+    }
+}
+
+/// `cirrus migrate`: applies pending migrations and reports the applied versions.
+pub async fn migrate(
+    database_url: Option<&str>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Vec<i64>> {
+    let db = Database::select(database_url, data_dir)?;
+    let _lock = match &db {
+        Database::Sqlite(_) => {
+            std::fs::create_dir_all(data_dir)?;
+            Some(lock_data_dir(data_dir)?)
+        }
+        Database::Postgres(_) => None,
+    };
+    db.open(true).await?;
+    let migrator = match db {
+        Database::Sqlite(_) => &crate::storage::sqlite::MIGRATOR,
+        Database::Postgres(_) => &crate::storage::postgres::MIGRATOR,
+    };
+    Ok(migrator.iter().map(|m| m.version).collect())
 }
 
 /// Opens storage and identity for a data directory and builds the application state.
 pub async fn build_state(cfg: &ServeConfig) -> anyhow::Result<Arc<AppState>> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let lock = lock_data_dir(&cfg.data_dir)?;
-    let store = SqliteStore::open(&cfg.data_dir.join(DATABASE_FILE), true).await?;
+    let db = Database::select(cfg.database_url.as_deref(), &cfg.data_dir)?;
+    let lock = match db {
+        Database::Sqlite(_) => Some(lock_data_dir(&cfg.data_dir)?),
+        Database::Postgres(_) => None,
+    };
+    let store = db.open(cfg.migrate).await?;
     let key = DevKey::load_or_create(&cfg.data_dir)?;
     let mut http = cfg.http.clone();
     http.fallback_host = cfg.listen.to_string();
     Ok(Arc::new(AppState {
-        service: Service::new(Arc::new(CachedStore::new(store)), Arc::new(SystemClock)),
+        service: Service::new(store, Arc::new(SystemClock)),
         auth: Authenticator::Dev(key),
         config: http,
-        _data_dir_lock: Some(lock),
+        _data_dir_lock: lock,
     }))
 }
 

@@ -37,9 +37,22 @@ enum Command {
         /// and nextLink when a proxy does not send X-Forwarded-Proto/Host.
         #[arg(long, env = "CIRRUS_PUBLIC_URL")]
         public_url: Option<String>,
+        /// Database: postgres://USER@HOST/DB for the scale-out engine. Default: SQLite in the data directory.
+        #[arg(long, env = "CIRRUS_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Do not apply pending migrations on start (run `cirrus migrate` instead).
+        #[arg(long, env = "CIRRUS_SKIP_MIGRATIONS")]
+        skip_migrations: bool,
         /// Largest accepted request body, in bytes.
         #[arg(long, env = "CIRRUS_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
         max_body_bytes: usize,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[arg(long, env = "CIRRUS_DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(long, env = "CIRRUS_DATA_DIR", default_value = "./cirrus-data")]
+        data_dir: PathBuf,
     },
     /// Print a signed dev-mode token (only the token, on stdout).
     Token {
@@ -76,18 +89,16 @@ fn main() -> anyhow::Result<()> {
             listen,
             data_dir,
             public_url,
+            database_url,
+            skip_migrations,
             max_body_bytes,
         } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info,sqlx=warn".into()),
-                )
-                .with_writer(std::io::stderr)
-                .init();
+            init_logging();
             let cfg = ServeConfig {
                 listen,
                 data_dir,
+                database_url,
+                migrate: !skip_migrations,
                 http: HttpConfig {
                     max_body_bytes,
                     public_url,
@@ -98,6 +109,18 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?
                 .block_on(serve(cfg))
+        }
+        Command::Migrate {
+            database_url,
+            data_dir,
+        } => {
+            init_logging();
+            let versions = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(cirrus::config::migrate(database_url.as_deref(), &data_dir))?;
+            println!("migrations applied; schema versions: {versions:?}");
+            Ok(())
         }
         Command::Token {
             data_dir,
@@ -124,6 +147,16 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 //! whole-set `assign`) are checked and applied atomically.
 
 pub mod cache;
+pub mod postgres;
 pub mod sql;
 pub mod sqlite;
 
@@ -103,4 +104,25 @@ pub trait TenantTx: Send {
     async fn update_assignment(&mut self, value: &Assignment) -> StorageResult<()>;
     async fn delete_assignment(&mut self, configuration_id: Uuid, id: Uuid) -> StorageResult<bool>;
     async fn commit(self: Box<Self>) -> StorageResult<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    /// Both engines must carry the same migration versions with the same descriptions, so a
+    /// schema change is never made for one engine only.
+    #[test]
+    fn migrations_do_not_drift() {
+        let versions = |m: &sqlx::migrate::Migrator| {
+            m.iter()
+                .map(|m| (m.version, m.description.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let sqlite = versions(&super::sqlite::MIGRATOR);
+        let postgres = versions(&super::postgres::MIGRATOR);
+        assert!(!sqlite.is_empty());
+        assert_eq!(
+            sqlite, postgres,
+            "migrations/sqlite and migrations/postgres differ"
+        );
+    }
 }

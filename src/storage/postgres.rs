@@ -1,0 +1,89 @@
+//! The scale-out engine: PostgreSQL, shared by any number of stateless cirrus instances.
+//! A tenant's writes are serialised by locking its singleton row (`SELECT … FOR UPDATE`), so
+//! rules spanning rows hold across instances. No in-process cache: every read sees the latest
+//! commit, whichever instance made it.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::sql::{INSERT_OFFICE, sql_engine};
+use crate::model::TenantId;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+const LOCK_TENANT: &str =
+    "SELECT version FROM office_configurations WHERE tenant_id = $1 FOR UPDATE";
+
+pub struct PostgresStore {
+    reader: PgPool,
+    writer: PgPool,
+}
+
+/// How long a request waits for a connection before answering 503: short, so an outage
+/// shows up as fast 503s rather than hung requests.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl PostgresStore {
+    /// Connects (retrying for up to `wait` while the database is not reachable yet) and
+    /// applies pending migrations if `migrate`.
+    pub async fn connect(url: &str, migrate: bool, wait: Duration) -> anyhow::Result<Self> {
+        let opts: PgConnectOptions = url.parse().context("parsing the PostgreSQL URL")?;
+        let pool_opts = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(true);
+        let deadline = tokio::time::Instant::now() + wait;
+        let pool = loop {
+            match pool_opts.clone().connect_with(opts.clone()).await {
+                Ok(pool) => break pool,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "PostgreSQL not reachable yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e).context("connecting to PostgreSQL"),
+            }
+        };
+        if migrate {
+            MIGRATOR
+                .run(&pool)
+                .await
+                .context("applying PostgreSQL migrations")?;
+        }
+        Ok(Self {
+            reader: pool.clone(),
+            writer: pool,
+        })
+    }
+
+    async fn begin_tenant(
+        &self,
+        tenant: &TenantId,
+        new_singleton_id: Uuid,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(INSERT_OFFICE)
+            .bind(tenant.as_str())
+            .bind(new_singleton_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(LOCK_TENANT)
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    async fn before_commit(
+        _tx: &mut Transaction<'static, Postgres>,
+        _tenant: &TenantId,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+}
+
+sql_engine!(PostgresStore, PostgresTenantTx, Postgres, PgRow);
