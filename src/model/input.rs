@@ -133,11 +133,15 @@ pub fn parse_guid(s: &str) -> Option<Uuid> {
     Uuid::parse_str(t).ok()
 }
 
+/// An `@odata.type` value, which must be a string.
+fn odata_type_str<'a>(v: &'a Value, path: &str) -> GraphResult<&'a str> {
+    v.as_str()
+        .ok_or_else(|| bad(format!("'{path}' must be a string; got {}.", describe(v))))
+}
+
 /// Checks `@odata.type` against the one type allowed at this position.
 fn expect_type(v: &Value, path: &str, expected: &str) -> GraphResult<()> {
-    let s = v
-        .as_str()
-        .ok_or_else(|| bad(format!("'{path}' must be a string; got {}.", describe(v))))?;
+    let s = odata_type_str(v, path)?;
     match unqualified_type_name(s) {
         Some(name) if name == expected => Ok(()),
         _ => Err(bad(format!(
@@ -301,7 +305,7 @@ pub fn assignment_target(v: &Value, path: &str) -> GraphResult<AssignmentTarget>
         ))
     })?;
     if let Some(t) = obj.get("@odata.type") {
-        let s = t.as_str().unwrap_or_default();
+        let s = odata_type_str(t, &format!("{path}.@odata.type"))?;
         match unqualified_type_name(s) {
             Some("officeConfigurationGroupAssignmentTarget") => {}
             Some("officeConfigurationAssignmentTarget") => {
@@ -489,7 +493,7 @@ pub fn configuration(
         None => configuration_kind_for_create(body)?,
         Some(stored) => {
             if let Some(t) = body.get("@odata.type") {
-                let s = t.as_str().unwrap_or_default();
+                let s = odata_type_str(t, "@odata.type")?;
                 if unqualified_type_name(s) != Some(stored.type_name()) {
                     return Err(bad(format!(
                         "The type of an existing configuration cannot be changed: it is '{}', the request names '{s}'.",
