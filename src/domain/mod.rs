@@ -16,7 +16,6 @@ use crate::model::input::{
 };
 use crate::model::{
     Assignment, AssignmentTarget, ClientConfiguration, OfficeConfiguration, PayloadKind, TenantId,
-    UserCheckinSummary,
 };
 use crate::storage::{Store, TenantTx};
 
@@ -298,9 +297,7 @@ impl Service {
             policy_payload: input.policy_payload.flatten(),
             user_preference_payload: input.user_preference_payload.flatten(),
             checkin_statuses: input.checkin_statuses.unwrap_or_default(),
-            user_checkin_summary: input
-                .user_checkin_summary
-                .unwrap_or(UserCheckinSummary::default()),
+            user_checkin_summary: input.user_checkin_summary.unwrap_or_default(),
             last_modified_date_time: self.now(),
             version: 1,
         };
