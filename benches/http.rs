@@ -1,0 +1,836 @@
+//! HTTP throughput/latency benchmark: cirrus (release build) against a bare axum handler that
+//! returns a fixed document of the same size, on the same workloads, in the same run.
+//!
+//! Run it with `cargo bench --bench http`. Knobs (environment variables):
+//! - `CIRRUS_BENCH_SECS` — measured seconds per workload and target (default 5);
+//! - `CIRRUS_BENCH_WARMUP_SECS` — warm-up seconds before each measurement (default 1);
+//! - `CIRRUS_BENCH_CONCURRENCY` — concurrent keep-alive connections (default 32);
+//! - `CIRRUS_BENCH_CLIENT_THREADS` — load-generator worker threads (default 1).
+//!
+//! Both servers run as separate processes on loopback: cirrus is the real `cirrus serve` binary
+//! on a fresh data directory; the bare server is this binary re-executed with
+//! `CIRRUS_BENCH_BARE=<dir>`, serving the response bodies cirrus actually returned (fetched
+//! first), with the same content type. The load generator is a minimal HTTP/1.1 client (one
+//! request in flight per connection, no pipelining) so that as little CPU as possible is taken
+//! from the servers on a small machine.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::routing::get;
+use base64::Engine as _;
+use cirrus::auth::dev::{DevKey, TokenRequest, claims_for};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+/// Set (to a directory holding the documents to serve) in the bare server's environment.
+const BARE_ENV: &str = "CIRRUS_BENCH_BARE";
+const SINGLETON_PATH: &str = "/beta/officeConfiguration";
+const CONFIGS_PATH: &str = "/beta/officeConfiguration/clientConfigurations";
+/// How long a workload may overrun its measurement window before it is cut off.
+const GRACE: Duration = Duration::from_secs(10);
+/// How long a server may take to come up.
+const STARTUP: Duration = Duration::from_secs(30);
+
+fn main() {
+    if let Ok(dir) = std::env::var(BARE_ENV) {
+        bare_server(Path::new(&dir));
+        return;
+    }
+    let cfg = Config::from_env();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.client_threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        // On Ctrl-C or SIGTERM, drop the run (and so its child-process guards) instead of dying
+        // with the children still running.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            () = run(cfg) => {}
+            _ = tokio::signal::ctrl_c() => eprintln!("interrupted; stopping the servers"),
+            _ = term.recv() => eprintln!("terminated; stopping the servers"),
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+struct Config {
+    secs: f64,
+    warmup_secs: f64,
+    concurrency: usize,
+    client_threads: usize,
+}
+
+impl Config {
+    fn from_env() -> Config {
+        fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
+            match std::env::var(name) {
+                Ok(v) => v
+                    .trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid number")),
+                Err(_) => default,
+            }
+        }
+        let cfg = Config {
+            secs: var("CIRRUS_BENCH_SECS", 5.0),
+            warmup_secs: var("CIRRUS_BENCH_WARMUP_SECS", 1.0),
+            concurrency: var("CIRRUS_BENCH_CONCURRENCY", 32),
+            client_threads: var("CIRRUS_BENCH_CLIENT_THREADS", 1),
+        };
+        assert!(cfg.secs > 0.0, "CIRRUS_BENCH_SECS must be positive");
+        assert!(
+            cfg.warmup_secs >= 0.0,
+            "CIRRUS_BENCH_WARMUP_SECS must not be negative"
+        );
+        assert!(
+            cfg.concurrency > 0,
+            "CIRRUS_BENCH_CONCURRENCY must be positive"
+        );
+        assert!(
+            cfg.client_threads > 0,
+            "CIRRUS_BENCH_CLIENT_THREADS must be positive"
+        );
+        cfg
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+
+/// Kills and reaps the child when dropped (normal exit and panics alike).
+struct ChildGuard {
+    child: Child,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the child's first stdout line (with a deadline), then keeps draining its stdout in the
+/// background so that later prints never hit a closed pipe.
+fn first_stdout_line(guard: &mut ChildGuard, what: &str) -> String {
+    let stdout = guard.child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let res = reader.read_line(&mut line).map(|_| line);
+        let _ = tx.send(res);
+        let _ = io::copy(&mut reader, &mut io::sink());
+    });
+    match rx.recv_timeout(STARTUP) {
+        Ok(Ok(line)) if !line.is_empty() => line,
+        Ok(Ok(_)) => panic!("{what} exited before printing its address"),
+        Ok(Err(e)) => panic!("reading {what}'s stdout: {e}"),
+        Err(_) => panic!("{what} printed nothing within {STARTUP:?}"),
+    }
+}
+
+fn parse_addr(line: &str, what: &str) -> SocketAddr {
+    line.split_whitespace()
+        .find_map(|w| {
+            let w = w.strip_prefix("http://").unwrap_or(w);
+            let w = w.split('/').next().unwrap_or(w);
+            w.parse::<SocketAddr>().ok()
+        })
+        .unwrap_or_else(|| panic!("no address in {what}'s start-up line: {line:?}"))
+}
+
+fn start_cirrus(data_dir: &Path) -> (ChildGuard, SocketAddr) {
+    let child = Command::new(env!("CARGO_BIN_EXE_cirrus"))
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn cirrus");
+    let mut guard = ChildGuard { child };
+    // "cirrus listening on http://127.0.0.1:PORT/beta (data in ...)"
+    let line = first_stdout_line(&mut guard, "cirrus");
+    let addr = parse_addr(&line, "cirrus");
+    (guard, addr)
+}
+
+fn start_bare(doc_dir: &Path) -> (ChildGuard, SocketAddr) {
+    let exe = std::env::current_exe().expect("current_exe");
+    let child = Command::new(exe)
+        .env(BARE_ENV, doc_dir)
+        // The bare server exits when this pipe closes, i.e. when we die, however we die.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn bare server");
+    let mut guard = ChildGuard { child };
+    let line = first_stdout_line(&mut guard, "bare server");
+    let addr = parse_addr(&line, "bare server");
+    (guard, addr)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bare server (runs in the re-executed child)
+
+fn bare_server(dir: &Path) {
+    // Watchdog: the parent holds our stdin; EOF means it is gone.
+    std::thread::spawn(|| {
+        let _ = io::copy(&mut io::stdin(), &mut io::sink());
+        std::process::exit(0);
+    });
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("reading {name}: {e}"))
+    };
+    let singleton = Bytes::from(read("singleton.body"));
+    let singleton_ct =
+        HeaderValue::from_bytes(read("singleton.content-type").trim_ascii()).expect("content type");
+    let config = Bytes::from(read("config.body"));
+    let config_ct =
+        HeaderValue::from_bytes(read("config.content-type").trim_ascii()).expect("content type");
+
+    // The same runtime shape as `cirrus serve`.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        let app = Router::new()
+            .route(
+                SINGLETON_PATH,
+                get(move || async move { ([(header::CONTENT_TYPE, singleton_ct)], singleton) }),
+            )
+            .route(
+                &format!("{CONFIGS_PATH}/{{id}}"),
+                get(move || async move { ([(header::CONTENT_TYPE, config_ct)], config) })
+                    .patch(|| async { StatusCode::NO_CONTENT }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local_addr");
+        let mut out = io::stdout();
+        writeln!(out, "bare listening on http://{addr}").expect("stdout");
+        out.flush().expect("stdout");
+        axum::serve(listener, app).await.expect("serve");
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// A minimal keep-alive HTTP/1.1 client
+
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+#[derive(Clone, Copy)]
+enum Framing {
+    Empty,
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+struct Resp {
+    status: u16,
+    head_len: usize,
+    end: usize,
+    chunked: bool,
+    close: bool,
+}
+
+fn bad(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn find_crlf(data: &[u8]) -> Option<usize> {
+    data.windows(2).position(|w| w == b"\r\n")
+}
+
+/// Walks a chunked body; `Some(consumed)` once it is complete. Appends the data to `out` if given
+/// (call it with `out` only once the body is known to be complete).
+fn walk_chunked(data: &[u8], mut out: Option<&mut Vec<u8>>) -> io::Result<Option<usize>> {
+    let mut pos = 0;
+    loop {
+        let Some(nl) = find_crlf(&data[pos..]) else {
+            return Ok(None);
+        };
+        let line = &data[pos..pos + nl];
+        let digits = line.split(|&b| b == b';').next().unwrap_or_default();
+        let size = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .ok_or_else(|| bad("bad chunk size"))?;
+        pos += nl + 2;
+        if size == 0 {
+            loop {
+                let Some(nl) = find_crlf(&data[pos..]) else {
+                    return Ok(None);
+                };
+                pos += nl + 2;
+                if nl == 0 {
+                    return Ok(Some(pos));
+                }
+            }
+        }
+        if data.len() < pos + size + 2 {
+            return Ok(None);
+        }
+        if &data[pos + size..pos + size + 2] != b"\r\n" {
+            return Err(bad("chunk not followed by CRLF"));
+        }
+        if let Some(o) = out.as_deref_mut() {
+            o.extend_from_slice(&data[pos..pos + size]);
+        }
+        pos += size + 2;
+    }
+}
+
+impl Conn {
+    async fn connect(addr: SocketAddr) -> io::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+            self.buf.reserve(64 * 1024);
+        }
+        self.stream.read_buf(&mut self.buf).await
+    }
+
+    /// Sends one complete request and reads its complete response into `self.buf`.
+    async fn roundtrip(&mut self, req: &[u8]) -> io::Result<Resp> {
+        self.stream.write_all(req).await?;
+        self.buf.clear();
+        let (status, head_len, framing, close) = loop {
+            if self.fill().await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut r = httparse::Response::new(&mut headers);
+            match r.parse(&self.buf).map_err(|e| bad(e.to_string()))? {
+                httparse::Status::Partial => {
+                    if self.buf.len() > 1024 * 1024 {
+                        return Err(bad("response head too large"));
+                    }
+                }
+                httparse::Status::Complete(head_len) => {
+                    let status = r.code.unwrap_or_default();
+                    if (100..200).contains(&status) {
+                        return Err(bad(format!("unexpected interim response {status}")));
+                    }
+                    let mut framing = if status == 204 || status == 304 {
+                        Framing::Empty
+                    } else {
+                        Framing::UntilClose
+                    };
+                    let mut close = r.version == Some(0);
+                    for h in r.headers.iter() {
+                        if h.name.eq_ignore_ascii_case("content-length") {
+                            if matches!(framing, Framing::UntilClose) {
+                                let n = std::str::from_utf8(h.value)
+                                    .ok()
+                                    .and_then(|s| s.trim().parse().ok())
+                                    .ok_or_else(|| bad("bad content-length"))?;
+                                framing = Framing::Length(n);
+                            }
+                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                            if h.value.to_ascii_lowercase().ends_with(b"chunked")
+                                && !matches!(framing, Framing::Empty)
+                            {
+                                framing = Framing::Chunked;
+                            }
+                        } else if h.name.eq_ignore_ascii_case("connection") {
+                            close = h.value.eq_ignore_ascii_case(b"close");
+                        }
+                    }
+                    break (status, head_len, framing, close);
+                }
+            }
+        };
+        let end = match framing {
+            Framing::Empty => head_len,
+            Framing::Length(n) => {
+                while self.buf.len() < head_len + n {
+                    if self.fill().await? == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                head_len + n
+            }
+            Framing::Chunked => loop {
+                if let Some(n) = walk_chunked(&self.buf[head_len..], None)? {
+                    break head_len + n;
+                }
+                if self.fill().await? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            },
+            Framing::UntilClose => {
+                while self.fill().await? != 0 {}
+                self.buf.len()
+            }
+        };
+        if self.buf.len() != end {
+            return Err(bad("unexpected bytes after the response"));
+        }
+        Ok(Resp {
+            status,
+            head_len,
+            end,
+            chunked: matches!(framing, Framing::Chunked),
+            close: close || matches!(framing, Framing::UntilClose),
+        })
+    }
+
+    /// The decoded body of the response last read.
+    fn body(&self, r: &Resp) -> Vec<u8> {
+        let raw = &self.buf[r.head_len..r.end];
+        if r.chunked {
+            let mut out = Vec::new();
+            walk_chunked(raw, Some(&mut out)).expect("chunked body");
+            out
+        } else {
+            raw.to_vec()
+        }
+    }
+
+    /// A header of the response last read.
+    fn header(&self, r: &Resp, name: &str) -> Option<String> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut p = httparse::Response::new(&mut headers);
+        p.parse(&self.buf[..r.head_len]).ok()?;
+        p.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    }
+}
+
+/// The bytes of one request.
+fn request(method: &str, addr: SocketAddr, path: &str, token: &str, body: Option<&str>) -> Vec<u8> {
+    let mut s = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\n"
+    );
+    match body {
+        Some(b) => s.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )),
+        None => s.push_str("\r\n"),
+    }
+    s.into_bytes()
+}
+
+/// One request on a fresh connection: (status, content type, body).
+async fn once(addr: SocketAddr, req: &[u8]) -> io::Result<(u16, Option<String>, Vec<u8>)> {
+    let mut c = Conn::connect(addr).await?;
+    let r = tokio::time::timeout(Duration::from_secs(30), c.roundtrip(req))
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    Ok((r.status, c.header(&r, "content-type"), c.body(&r)))
+}
+
+async fn expect(
+    addr: SocketAddr,
+    req: &[u8],
+    status: u16,
+    what: &str,
+) -> (Option<String>, Vec<u8>) {
+    let (got, ct, body) = once(addr, req)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(
+        got,
+        status,
+        "{what}: unexpected status; body: {}",
+        String::from_utf8_lossy(&body)
+    );
+    (ct, body)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generation
+
+#[derive(Default)]
+struct Stats {
+    /// Latencies of successful requests, in microseconds.
+    samples: Vec<u32>,
+    errors: u64,
+    error_kinds: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    fn error(&mut self, kind: impl Into<String>) {
+        self.errors += 1;
+        *self.error_kinds.entry(kind.into()).or_default() += 1;
+    }
+}
+
+/// One connection's loop: requests back to back until `end`, reconnecting after failures.
+/// Only requests that start at or after `measure_from` are counted.
+async fn drive(
+    stats: &mut Stats,
+    addr: SocketAddr,
+    req: &[u8],
+    expected: u16,
+    measure_from: Instant,
+    end: Instant,
+) {
+    while Instant::now() < end {
+        let mut conn = match Conn::connect(addr).await {
+            Ok(c) => c,
+            Err(e) => {
+                if Instant::now() >= measure_from {
+                    stats.error(format!("connect: {}", e.kind()));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        loop {
+            let t0 = Instant::now();
+            if t0 >= end {
+                return;
+            }
+            let counted = t0 >= measure_from;
+            match conn.roundtrip(req).await {
+                Ok(r) => {
+                    if counted {
+                        if r.status == expected {
+                            let us = t0.elapsed().as_micros();
+                            stats.samples.push(u32::try_from(us).unwrap_or(u32::MAX));
+                        } else {
+                            stats.error(format!("status {}", r.status));
+                        }
+                    }
+                    if r.close {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    if counted {
+                        stats.error(format!("io: {}", e.kind()));
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+struct Outcome {
+    rps: f64,
+    p50_us: u32,
+    p99_us: u32,
+    errors: u64,
+    error_kinds: BTreeMap<String, u64>,
+}
+
+async fn load(cfg: &Config, addr: SocketAddr, req: Arc<[u8]>, expected: u16) -> Outcome {
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(cfg.warmup_secs);
+    let end = measure_from + Duration::from_secs_f64(cfg.secs);
+    let deadline = tokio::time::Instant::from_std(end + GRACE);
+    let tasks: Vec<_> = (0..cfg.concurrency)
+        .map(|_| {
+            let req = req.clone();
+            tokio::spawn(async move {
+                let mut stats = Stats::default();
+                let bounded = tokio::time::timeout_at(
+                    deadline,
+                    drive(&mut stats, addr, &req, expected, measure_from, end),
+                );
+                if bounded.await.is_err() {
+                    stats.error("request still pending at the deadline");
+                }
+                stats
+            })
+        })
+        .collect();
+    let mut all = Stats::default();
+    for t in tasks {
+        let s = t.await.expect("load task panicked");
+        all.samples.extend_from_slice(&s.samples);
+        all.errors += s.errors;
+        for (k, n) in s.error_kinds {
+            *all.error_kinds.entry(k).or_default() += n;
+        }
+    }
+    all.samples.sort_unstable();
+    let pct = |p: f64| -> u32 {
+        if all.samples.is_empty() {
+            return 0;
+        }
+        let i = ((p * all.samples.len() as f64).ceil() as usize).clamp(1, all.samples.len());
+        all.samples[i - 1]
+    };
+    Outcome {
+        rps: all.samples.len() as f64 / cfg.secs,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        errors: all.errors,
+        error_kinds: all.error_kinds,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+struct Workload {
+    name: &'static str,
+    method: &'static str,
+    path: String,
+    body: Option<&'static str>,
+    expected: u16,
+    is_read: bool,
+    response_bytes: usize,
+}
+
+fn fmt_ms(us: u32) -> String {
+    format!("{:.2} ms", f64::from(us) / 1000.0)
+}
+
+async fn run(cfg: Config) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = tmp.path().join("data");
+    let doc_dir = tmp.path().join("bare");
+    std::fs::create_dir_all(&doc_dir).expect("doc dir");
+
+    // Declared after `tmp`, so dropped (killed) before the directory is removed.
+    let (_cirrus, cirrus) = start_cirrus(&data_dir);
+
+    // Ready?
+    let ready_by = Instant::now() + STARTUP;
+    loop {
+        let probe = once(cirrus, b"GET /healthz HTTP/1.1\r\nHost: cirrus\r\n\r\n").await;
+        if matches!(probe, Ok((200, _, _))) {
+            break;
+        }
+        assert!(
+            Instant::now() < ready_by,
+            "cirrus did not become healthy: {probe:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let key = DevKey::load_or_create(&data_dir).expect("dev key");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let token = key
+        .mint(
+            &claims_for(
+                &TokenRequest {
+                    tenant: "bench".into(),
+                    user: None,
+                    upn: Some("bench@contoso.example".into()),
+                    scopes: None,
+                    roles: None,
+                    groups: None,
+                    expires_in: 24 * 3600,
+                },
+                now,
+            )
+            .expect("claims"),
+        )
+        .expect("token");
+
+    // Seed one configuration, and bring it to the state the PATCH workload keeps it in.
+    let payload = base64::engine::general_purpose::STANDARD.encode(r#"{"bench":true,"n":1}"#);
+    let create = json!({
+        "@odata.type": "#microsoft.graph.windowsOfficeClientConfiguration",
+        "displayName": "bench",
+        "policyPayload": payload,
+    })
+    .to_string();
+    let (_, created) = expect(
+        cirrus,
+        &request("POST", cirrus, CONFIGS_PATH, &token, Some(&create)),
+        201,
+        "create configuration",
+    )
+    .await;
+    let created: Value = serde_json::from_slice(&created).expect("created JSON");
+    let id = created["id"].as_str().expect("id").to_string();
+    let item_path = format!("{CONFIGS_PATH}/{id}");
+    let patch_body = r#"{"description":"bench"}"#;
+    expect(
+        cirrus,
+        &request("PATCH", cirrus, &item_path, &token, Some(patch_body)),
+        204,
+        "patch configuration",
+    )
+    .await;
+
+    // Cirrus's real response documents, for the bare server.
+    let (singleton_ct, singleton) = expect(
+        cirrus,
+        &request("GET", cirrus, SINGLETON_PATH, &token, None),
+        200,
+        "get singleton",
+    )
+    .await;
+    let (config_ct, config) = expect(
+        cirrus,
+        &request("GET", cirrus, &item_path, &token, None),
+        200,
+        "get configuration",
+    )
+    .await;
+    let write = |name: &str, data: &[u8]| std::fs::write(doc_dir.join(name), data).expect(name);
+    write("singleton.body", &singleton);
+    write(
+        "singleton.content-type",
+        singleton_ct.expect("singleton content type").as_bytes(),
+    );
+    write("config.body", &config);
+    write(
+        "config.content-type",
+        config_ct.expect("configuration content type").as_bytes(),
+    );
+
+    let (_bare, bare) = start_bare(&doc_dir);
+    let (_, b) = expect(
+        bare,
+        &request("GET", bare, SINGLETON_PATH, &token, None),
+        200,
+        "bare singleton",
+    )
+    .await;
+    assert_eq!(b, singleton, "bare server serves a different document");
+    expect(
+        bare,
+        &request("PATCH", bare, &item_path, &token, Some(patch_body)),
+        204,
+        "bare patch",
+    )
+    .await;
+
+    let workloads = [
+        Workload {
+            name: "GET /officeConfiguration",
+            method: "GET",
+            path: SINGLETON_PATH.to_string(),
+            body: None,
+            expected: 200,
+            is_read: true,
+            response_bytes: singleton.len(),
+        },
+        Workload {
+            name: "GET /clientConfigurations/{id}",
+            method: "GET",
+            path: item_path.clone(),
+            body: None,
+            expected: 200,
+            is_read: true,
+            response_bytes: config.len(),
+        },
+        Workload {
+            name: "PATCH /clientConfigurations/{id}",
+            method: "PATCH",
+            path: item_path.clone(),
+            body: Some(patch_body),
+            expected: 204,
+            is_read: false,
+            response_bytes: 0,
+        },
+    ];
+
+    println!(
+        "cirrus HTTP benchmark: {} connections, {:.1} s warm-up + {:.1} s measured per run, \
+         {} load-generator thread(s), {} CPU(s) visible",
+        cfg.concurrency,
+        cfg.warmup_secs,
+        cfg.secs,
+        cfg.client_threads,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    println!("cirrus at http://{cirrus}, bare axum at http://{bare} (both loopback)");
+    for w in &workloads {
+        println!("  {:<34} response body {} bytes", w.name, w.response_bytes);
+    }
+    println!();
+
+    let mut rows = Vec::new();
+    for w in &workloads {
+        let mut pair = Vec::new();
+        for (target, addr) in [("cirrus", cirrus), ("bare", bare)] {
+            let req: Arc<[u8]> = request(w.method, addr, &w.path, &token, w.body).into();
+            eprintln!("running {} against {target} ...", w.name);
+            pair.push((target, load(&cfg, addr, req, w.expected).await));
+        }
+        rows.push((w, pair));
+    }
+
+    println!(
+        "{:<34} {:<7} {:>10} {:>10} {:>10} {:>8} {:>12}",
+        "workload", "target", "req/s", "p50", "p99", "errors", "cirrus/bare"
+    );
+    println!("{}", "-".repeat(97));
+    let mut reads_met = true;
+    let mut details = Vec::new();
+    for (w, pair) in &rows {
+        let ratio = if pair[1].1.rps > 0.0 {
+            pair[0].1.rps / pair[1].1.rps
+        } else {
+            0.0
+        };
+        if w.is_read && ratio < 0.5 {
+            reads_met = false;
+        }
+        for (i, (target, o)) in pair.iter().enumerate() {
+            let line = format!(
+                "{:<34} {:<7} {:>10.0} {:>10} {:>10} {:>8} {:>12}",
+                if i == 0 { w.name } else { "" },
+                target,
+                o.rps,
+                fmt_ms(o.p50_us),
+                fmt_ms(o.p99_us),
+                o.errors,
+                if i == 0 {
+                    format!("{:.1}%", ratio * 100.0)
+                } else {
+                    String::new()
+                },
+            );
+            println!("{}", line.trim_end());
+            for (kind, n) in &o.error_kinds {
+                details.push(format!("  {} / {target}: {n} x {kind}", w.name));
+            }
+        }
+    }
+    if !details.is_empty() {
+        println!("\nerrors:");
+        for d in details {
+            println!("{d}");
+        }
+    }
+    println!(
+        "\ntarget (issue 2): reads at >= 50% of the bare handler's throughput: {}",
+        if reads_met { "MET" } else { "NOT MET" }
+    );
+}
