@@ -340,3 +340,33 @@ async fn concurrent_creates_never_duplicate_priorities() {
     assert_eq!(stored, unique);
     assert_eq!(stored, (1..=N as i64).collect());
 }
+
+#[tokio::test]
+async fn assign_with_an_id_used_by_another_configuration_is_not_a_server_error() {
+    let s = Server::start().await;
+    let t = s.token("contoso");
+    let c1 = id_of(&s.create_windows(&t, "c1").await);
+    let c2 = id_of(&s.create_windows(&t, "c2").await);
+    let body =
+        json!({"officeConfigurationAssignments": [{"id": CLIENT_ID, "target": group_target(G1)}]});
+    let r = s
+        .post(&format!("{}/assign", cfg(&c1)), &t, body.clone())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let snap = s.snapshot(&t).await;
+    let r = s.post(&format!("{}/assign", cfg(&c2)), &t, body).await;
+    assert!(
+        r.status.is_success() || r.status.is_client_error(),
+        "{}",
+        r.text
+    );
+    if r.status.is_client_error() {
+        assert_eq!(s.snapshot(&t).await, snap);
+    }
+    // c1 keeps its assignment either way.
+    let list = s.get(&assignments(&c1), &t).await.json();
+    assert_eq!(
+        pairs(&list["value"]),
+        vec![(CLIENT_ID.to_string(), G1.to_string())]
+    );
+}
