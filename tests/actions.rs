@@ -1,4 +1,5 @@
 //! The bound actions: `assign` (per configuration) and `updatePriorities` (on the collection).
+#[macro_use]
 mod common;
 
 use std::collections::HashSet;
@@ -39,7 +40,6 @@ async fn priority_of(s: &Server, t: &str, id: &str) -> i64 {
         .unwrap()
 }
 
-#[tokio::test]
 async fn assign_replaces_the_whole_set_at_both_paths() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -110,7 +110,6 @@ async fn assign_replaces_the_whole_set_at_both_paths() {
     }
 }
 
-#[tokio::test]
 async fn assign_rejects_bad_sets_and_changes_nothing() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -174,7 +173,6 @@ async fn assign_rejects_bad_sets_and_changes_nothing() {
     assert_eq!(s.snapshot(&t).await, snap);
 }
 
-#[tokio::test]
 async fn update_priorities_swaps_at_every_path() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -224,7 +222,6 @@ async fn update_priorities_swaps_at_every_path() {
     assert_eq!(priority_of(&s, &t, &a).await, 50);
 }
 
-#[tokio::test]
 async fn update_priorities_is_all_or_nothing() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -307,7 +304,6 @@ async fn update_priorities_is_all_or_nothing() {
     assert_eq!(priority_of(&s, &t, &c).await, 1);
 }
 
-#[tokio::test]
 async fn concurrent_creates_never_duplicate_priorities() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -341,7 +337,6 @@ async fn concurrent_creates_never_duplicate_priorities() {
     assert_eq!(stored, (1..=N as i64).collect());
 }
 
-#[tokio::test]
 async fn assign_with_an_id_used_by_another_configuration_is_not_a_server_error() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -370,3 +365,12 @@ async fn assign_with_an_id_used_by_another_configuration_is_not_a_server_error()
         vec![(CLIENT_ID.to_string(), G1.to_string())]
     );
 }
+
+engine_tests!(
+    assign_replaces_the_whole_set_at_both_paths,
+    assign_rejects_bad_sets_and_changes_nothing,
+    update_priorities_swaps_at_every_path,
+    update_priorities_is_all_or_nothing,
+    concurrent_creates_never_duplicate_priorities,
+    assign_with_an_id_used_by_another_configuration_is_not_a_server_error,
+);

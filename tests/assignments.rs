@@ -1,4 +1,5 @@
 //! The assignments collection of a configuration: list, create, get, patch, delete.
+#[macro_use]
 mod common;
 
 use common::*;
@@ -34,7 +35,6 @@ async fn add(s: &Server, t: &str, config: &str, group: &str) -> Value {
     r.json()
 }
 
-#[tokio::test]
 async fn create_get_list_patch_delete() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -121,7 +121,6 @@ async fn create_get_list_patch_delete() {
         .assert_error(404, "ResourceNotFound");
 }
 
-#[tokio::test]
 async fn unknown_configuration_or_assignment_is_404() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -186,7 +185,6 @@ async fn unknown_configuration_or_assignment_is_404() {
     );
 }
 
-#[tokio::test]
 async fn duplicate_group_is_a_conflict() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -236,7 +234,6 @@ async fn duplicate_group_is_a_conflict() {
     add(&s, &t, &other, G1).await;
 }
 
-#[tokio::test]
 async fn bad_assignment_bodies() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -279,7 +276,6 @@ async fn bad_assignment_bodies() {
     assert_eq!(s.snapshot(&t).await, snap);
 }
 
-#[tokio::test]
 async fn if_match_on_assignment_patch_and_delete() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -317,7 +313,6 @@ async fn if_match_on_assignment_patch_and_delete() {
     assert_eq!(r.status, 204, "{}", r.text);
 }
 
-#[tokio::test]
 async fn deleting_a_configuration_deletes_its_assignments() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -356,3 +351,12 @@ fn kept_without_context(v: &Value) -> Value {
     v.as_object_mut().unwrap().remove("@odata.context");
     v
 }
+
+engine_tests!(
+    create_get_list_patch_delete,
+    unknown_configuration_or_assignment_is_404,
+    duplicate_group_is_a_conflict,
+    bad_assignment_bodies,
+    if_match_on_assignment_patch_and_delete,
+    deleting_a_configuration_deletes_its_assignments,
+);

@@ -1,5 +1,6 @@
 //! Identity and permissions: 401 for missing/bad tokens, 403 per the permission table, and
 //! tenant isolation.
+#[macro_use]
 mod common;
 
 use base64::Engine as _;
@@ -211,7 +212,6 @@ fn assert_401(r: &Res, what: &str) -> String {
     msg
 }
 
-#[tokio::test]
 async fn missing_or_bad_tokens_are_401_everywhere() {
     let s = Server::start().await;
     let admin = s.token("contoso");
@@ -318,7 +318,6 @@ async fn missing_or_bad_tokens_are_401_everywhere() {
     assert_eq!(s.snapshot(&admin).await, snap);
 }
 
-#[tokio::test]
 async fn permission_table() {
     let s = Server::start().await;
     // (label, scopes, roles, has read, has write, application)
@@ -423,7 +422,6 @@ async fn permission_table() {
     }
 }
 
-#[tokio::test]
 async fn tenants_are_isolated() {
     let s = Server::start().await;
     let a = s.token("tenant-a");
@@ -506,3 +504,9 @@ async fn tenants_are_isolated() {
         id_of(&snap_a["singleton"])
     );
 }
+
+engine_tests!(
+    missing_or_bad_tokens_are_401_everywhere,
+    permission_table,
+    tenants_are_isolated,
+);

@@ -1,5 +1,6 @@
 //! Every class of bad input gets 400 (or the status DESIGN.md names) with a message that says
 //! what is wrong, and leaves the stored data exactly as it was.
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -123,7 +124,6 @@ impl Fixture {
     }
 }
 
-#[tokio::test]
 async fn malformed_json() {
     let f = Fixture::new().await;
     f.everywhere(
@@ -145,7 +145,6 @@ async fn malformed_json() {
     f.everywhere(b"", 400, "BadRequest", &["empty"]).await;
 }
 
-#[tokio::test]
 async fn non_object_bodies() {
     let f = Fixture::new().await;
     for (body, what) in [
@@ -161,7 +160,6 @@ async fn non_object_bodies() {
     }
 }
 
-#[tokio::test]
 async fn wrong_property_types() {
     let f = Fixture::new().await;
     let c = cfg(&f.config);
@@ -278,7 +276,6 @@ async fn wrong_property_types() {
     f.unchanged().await;
 }
 
-#[tokio::test]
 async fn int32_overflow() {
     let f = Fixture::new().await;
     let c = cfg(&f.config);
@@ -331,7 +328,6 @@ async fn int32_overflow() {
     assert_eq!(f.s.get(&c, &f.t).await.json()["priority"], 2147483647);
 }
 
-#[tokio::test]
 async fn unknown_properties() {
     let f = Fixture::new().await;
     let c = cfg(&f.config);
@@ -417,7 +413,6 @@ async fn unknown_properties() {
     f.unchanged().await;
 }
 
-#[tokio::test]
 async fn unknown_or_abstract_odata_type() {
     let f = Fixture::new().await;
     let c = cfg(&f.config);
@@ -475,7 +470,6 @@ async fn unknown_or_abstract_odata_type() {
     f.unchanged().await;
 }
 
-#[tokio::test]
 async fn invalid_base64_and_non_object_payloads() {
     use base64::Engine as _;
     let f = Fixture::new().await;
@@ -505,7 +499,6 @@ async fn invalid_base64_and_non_object_payloads() {
     f.unchanged().await;
 }
 
-#[tokio::test]
 async fn missing_target_and_duplicate_groups() {
     let f = Fixture::new().await;
     let c = cfg(&f.config);
@@ -547,7 +540,6 @@ async fn missing_target_and_duplicate_groups() {
     f.unchanged().await;
 }
 
-#[tokio::test]
 async fn invalid_utf8() {
     let f = Fixture::new().await;
     f.everywhere(
@@ -561,7 +553,6 @@ async fn invalid_utf8() {
         .await;
 }
 
-#[tokio::test]
 async fn deeply_nested_json_is_refused_without_crashing() {
     let f = Fixture::new().await;
     let deep_array = "[".repeat(100_000) + &"]".repeat(100_000);
@@ -599,7 +590,6 @@ async fn deeply_nested_json_is_refused_without_crashing() {
     f.unchanged().await;
 }
 
-#[tokio::test]
 async fn hostile_ids_are_404() {
     let f = Fixture::new().await;
     let c = cfg(&f.config);
@@ -711,7 +701,6 @@ fn raw_error(answer: &str, status: &str) -> (String, String) {
     )
 }
 
-#[tokio::test]
 async fn oversize_body_is_413() {
     let f = Fixture::new().await;
     let big = format!(
@@ -749,7 +738,6 @@ async fn oversize_body_is_413() {
     f.unchanged().await;
 }
 
-#[tokio::test]
 async fn oversize_body_is_refused_before_it_is_read() {
     let f = Fixture::new().await;
     // Announce 64 MiB and send none of it: the answer must not wait for the body.
@@ -782,7 +770,6 @@ async fn oversize_body_is_refused_before_it_is_read() {
     f.unchanged().await;
 }
 
-#[tokio::test]
 async fn raw_dot_segments_are_404() {
     // reqwest normalises `..` and `%2E%2E` away, so these go on the wire untouched.
     let f = Fixture::new().await;
@@ -807,7 +794,6 @@ async fn raw_dot_segments_are_404() {
     f.unchanged().await;
 }
 
-#[tokio::test]
 async fn wrong_content_type_is_415() {
     let f = Fixture::new().await;
     for ct in [
@@ -836,7 +822,6 @@ async fn wrong_content_type_is_415() {
     assert_eq!(r.status, 204, "{}", r.text);
 }
 
-#[tokio::test]
 async fn oversize_headers_are_431() {
     let f = Fixture::new().await;
     let big = "x".repeat(33 * 1024);
@@ -867,3 +852,22 @@ async fn oversize_headers_are_431() {
     assert_eq!(r.status, 200);
     f.unchanged().await;
 }
+
+engine_tests!(
+    malformed_json,
+    non_object_bodies,
+    wrong_property_types,
+    int32_overflow,
+    unknown_properties,
+    unknown_or_abstract_odata_type,
+    invalid_base64_and_non_object_payloads,
+    missing_target_and_duplicate_groups,
+    invalid_utf8,
+    deeply_nested_json_is_refused_without_crashing,
+    hostile_ids_are_404,
+    oversize_body_is_413,
+    oversize_body_is_refused_before_it_is_read,
+    raw_dot_segments_are_404,
+    wrong_content_type_is_415,
+    oversize_headers_are_431,
+);

@@ -1,10 +1,10 @@
+#[macro_use]
 mod common;
 
 use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-#[tokio::test]
 async fn create_read_list_update_delete() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -110,7 +110,6 @@ fn priorities(list: &Value) -> Vec<i64> {
     p
 }
 
-#[tokio::test]
 async fn both_derived_types_round_trip() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -171,7 +170,6 @@ async fn both_derived_types_round_trip() {
     );
 }
 
-#[tokio::test]
 async fn priority_defaults_to_max_plus_one() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -199,7 +197,6 @@ async fn priority_defaults_to_max_plus_one() {
     assert_eq!(priorities(&list), vec![-3, 1, 5, 10, 11, 12]);
 }
 
-#[tokio::test]
 async fn duplicate_priority_is_a_conflict() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -245,7 +242,6 @@ async fn duplicate_priority_is_a_conflict() {
     assert_eq!(c["priority"], 4);
 }
 
-#[tokio::test]
 async fn patch_cannot_change_the_type() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -275,7 +271,6 @@ async fn patch_cannot_change_the_type() {
     assert_eq!(got["displayName"], "same");
 }
 
-#[tokio::test]
 async fn id_in_post_body_is_ignored_and_in_patch_must_match() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -307,7 +302,6 @@ async fn id_in_post_body_is_ignored_and_in_patch_must_match() {
     assert_eq!(r.status, 204, "{}", r.text);
 }
 
-#[tokio::test]
 async fn last_modified_is_server_maintained() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -356,7 +350,6 @@ async fn last_modified_is_server_maintained() {
     );
 }
 
-#[tokio::test]
 async fn deep_insert_of_assignments() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -440,7 +433,6 @@ async fn deep_insert_of_assignments() {
     assert_eq!(s.snapshot(&t).await, snap);
 }
 
-#[tokio::test]
 async fn post_sends_location_and_return_minimal() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -479,7 +471,6 @@ async fn post_sends_location_and_return_minimal() {
     assert_eq!(got.json()["@odata.type"], SECURITY);
 }
 
-#[tokio::test]
 async fn patch_prefer_return_representation() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -505,7 +496,6 @@ async fn patch_prefer_return_representation() {
     assert_eq!(s.get(&cfg(&id_of(&c)), &t).await.json(), v);
 }
 
-#[tokio::test]
 async fn if_match_on_patch_and_delete() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -577,7 +567,6 @@ async fn if_match_on_patch_and_delete() {
         .assert_error(404, "ResourceNotFound");
 }
 
-#[tokio::test]
 async fn unknown_ids_are_404() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -593,3 +582,18 @@ async fn unknown_ids_are_404() {
         .assert_error(404, "ResourceNotFound");
     assert_eq!(s.get(CONFIGS, &t).await.json()["value"], json!([]));
 }
+
+engine_tests!(
+    create_read_list_update_delete,
+    both_derived_types_round_trip,
+    priority_defaults_to_max_plus_one,
+    duplicate_priority_is_a_conflict,
+    patch_cannot_change_the_type,
+    id_in_post_body_is_ignored_and_in_patch_must_match,
+    last_modified_is_server_maintained,
+    deep_insert_of_assignments,
+    post_sends_location_and_return_minimal,
+    patch_prefer_return_representation,
+    if_match_on_patch_and_delete,
+    unknown_ids_are_404,
+);

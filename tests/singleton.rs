@@ -1,4 +1,5 @@
 //! `GET`/`PATCH /beta/officeConfiguration`: the per-tenant singleton.
+#[macro_use]
 mod common;
 
 use common::*;
@@ -36,7 +37,6 @@ async fn patch_with(s: &Server, t: &str, headers: &[(&str, &str)], body: Value) 
     Server::finish(rb).await
 }
 
-#[tokio::test]
 async fn get_returns_the_bare_singleton_with_a_stable_id() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -73,7 +73,6 @@ async fn get_returns_the_bare_singleton_with_a_stable_id() {
     assert_eq!(id_of(&s.get(SINGLETON, &t).await.json()), id);
 }
 
-#[tokio::test]
 async fn patch_answers_204_and_persists() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -102,7 +101,6 @@ async fn patch_answers_204_and_persists() {
     assert_ne!(after["@odata.etag"], before["@odata.etag"]);
 }
 
-#[tokio::test]
 async fn nested_complex_values_carry_odata_type_with_hash() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -135,7 +133,6 @@ async fn nested_complex_values_carry_odata_type_with_hash() {
     assert!(v["tenantCheckinStatuses"][0].get("lastTaskName").is_none());
 }
 
-#[tokio::test]
 async fn prefer_return_representation_answers_200_with_the_entity() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -168,7 +165,6 @@ async fn prefer_return_representation_answers_200_with_the_entity() {
     assert_eq!(got, v);
 }
 
-#[tokio::test]
 async fn if_match_guards_patch() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -212,7 +208,6 @@ async fn if_match_guards_patch() {
     assert_eq!(v["tenantUserCheckinSummary"]["succeededUserCount"], 5);
 }
 
-#[tokio::test]
 async fn patch_body_id_must_match() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -237,7 +232,6 @@ async fn patch_body_id_must_match() {
     assert_eq!(r.status, 204, "{}", r.text);
 }
 
-#[tokio::test]
 async fn navigation_and_unknown_properties_are_refused() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -257,3 +251,13 @@ async fn navigation_and_unknown_properties_are_refused() {
     );
     assert_eq!(s.snapshot(&t).await, snap);
 }
+
+engine_tests!(
+    get_returns_the_bare_singleton_with_a_stable_id,
+    patch_answers_204_and_persists,
+    nested_complex_values_carry_odata_type_with_hash,
+    prefer_return_representation_answers_200_with_the_entity,
+    if_match_guards_patch,
+    patch_body_id_must_match,
+    navigation_and_unknown_properties_are_refused,
+);

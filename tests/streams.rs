@@ -1,5 +1,6 @@
 //! The stream properties `policyPayload` / `userPreferencePayload`: inline base64 in the entity,
 //! and raw at `…/{id}/policyPayload` (and `/$value`).
+#[macro_use]
 mod common;
 
 use base64::Engine as _;
@@ -24,7 +25,6 @@ async fn put_raw(s: &Server, t: &str, path: &str, ct: Option<&str>, body: Vec<u8
     Server::finish(rb).await
 }
 
-#[tokio::test]
 async fn raw_get_and_put_with_and_without_value_segment() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -77,7 +77,6 @@ async fn raw_get_and_put_with_and_without_value_segment() {
     }
 }
 
-#[tokio::test]
 async fn put_requires_a_json_object_and_changes_nothing_otherwise() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -118,7 +117,6 @@ async fn put_requires_a_json_object_and_changes_nothing_otherwise() {
     assert_eq!(s.snapshot(&t).await, snap);
 }
 
-#[tokio::test]
 async fn put_honours_if_match_and_unknown_ids() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -147,7 +145,6 @@ async fn put_honours_if_match_and_unknown_ids() {
     assert_eq!(s.snapshot(&t).await, snap);
 }
 
-#[tokio::test]
 async fn inline_base64_accepts_both_alphabets_and_optional_padding() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -188,7 +185,6 @@ async fn inline_base64_accepts_both_alphabets_and_optional_padding() {
     }
 }
 
-#[tokio::test]
 async fn inline_null_clears_a_payload() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -211,3 +207,11 @@ async fn inline_null_clears_a_payload() {
         .await;
     assert_eq!(r.status, 204);
 }
+
+engine_tests!(
+    raw_get_and_put_with_and_without_value_segment,
+    put_requires_a_json_object_and_changes_nothing_otherwise,
+    put_honours_if_match_and_unknown_ids,
+    inline_base64_accepts_both_alphabets_and_optional_padding,
+    inline_null_clears_a_payload,
+);

@@ -1,5 +1,6 @@
 //! Graph's wire shape: headers, content type, context URLs, URL forms, 400/405 for wrong
 //! paths and methods, and durability across a restart.
+#[macro_use]
 mod common;
 
 use common::*;
@@ -35,7 +36,6 @@ fn assert_payload(r: &Res, what: &str, context_suffix: &str) -> Value {
     v
 }
 
-#[tokio::test]
 async fn every_payload_has_context_content_type_and_odata_version() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -124,7 +124,6 @@ async fn every_payload_has_context_content_type_and_odata_version() {
     assert_eq!(r.header("content-type"), Some(JSON_CT));
 }
 
-#[tokio::test]
 async fn context_urls_follow_the_public_host() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -151,7 +150,6 @@ async fn context_urls_follow_the_public_host() {
     );
 }
 
-#[tokio::test]
 async fn request_ids() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -196,7 +194,6 @@ async fn request_ids() {
     assert_guid(r.header("request-id"), "request-id on 204");
 }
 
-#[tokio::test]
 async fn v1_is_a_beta_only_segment() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -221,7 +218,6 @@ async fn v1_is_a_beta_only_segment() {
     );
 }
 
-#[tokio::test]
 async fn wrong_method_is_405_with_allow() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -295,7 +291,6 @@ async fn wrong_method_is_405_with_allow() {
     assert_eq!(s.snapshot(&t).await, snap_with_assignment);
 }
 
-#[tokio::test]
 async fn segments_are_case_insensitive() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -364,7 +359,6 @@ async fn segments_are_case_insensitive() {
     assert_eq!(r.status, 200);
 }
 
-#[tokio::test]
 async fn keys_in_parentheses() {
     let s = Server::start().await;
     let t = s.token("contoso");
@@ -422,7 +416,6 @@ async fn keys_in_parentheses() {
         .assert_error(404, "ResourceNotFound");
 }
 
-#[tokio::test]
 async fn data_survives_a_restart() {
     let mut s = Server::start().await;
     let t = s.token("contoso");
@@ -475,3 +468,14 @@ async fn data_survives_a_restart() {
     let next = s.create_windows(&t, "after restart").await;
     assert_eq!(next["priority"], 43);
 }
+
+engine_tests!(
+    every_payload_has_context_content_type_and_odata_version,
+    context_urls_follow_the_public_host,
+    request_ids,
+    v1_is_a_beta_only_segment,
+    wrong_method_is_405_with_allow,
+    segments_are_case_insensitive,
+    keys_in_parentheses,
+    data_survives_a_restart,
+);

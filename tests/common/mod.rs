@@ -1,6 +1,13 @@
 //! Black-box test harness: starts the real `cirrus serve` binary on an ephemeral loopback
-//! port with a fresh data directory (a real SQLite file) and talks HTTP to it.
+//! port with a fresh data directory and talks HTTP to it — on SQLite (a real file) or on
+//! PostgreSQL (a fresh schema per server, when `CIRRUS_TEST_DATABASE_URL` is set).
+//!
+//! Every test runs on both engines through [`engine_tests!`]: the same test body, parametrised.
 #![allow(dead_code)]
+
+pub mod proxy;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -16,7 +23,156 @@ pub const READ_WRITE_ALL: &str = "DeviceManagementConfiguration.ReadWrite.All";
 pub const WINDOWS: &str = "#microsoft.graph.windowsOfficeClientConfiguration";
 pub const SECURITY: &str = "#microsoft.graph.windowsOfficeClientSecurityConfiguration";
 
+/// The storage engine a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+tokio::task_local! {
+    /// Set by [`engine_tests!`] for the duration of one test.
+    pub static ENGINE: Engine;
+}
+
+/// The current test's engine (SQLite outside an `engine_tests!` scope).
+pub fn engine() -> Engine {
+    ENGINE.try_with(|e| *e).unwrap_or(Engine::Sqlite)
+}
+
+/// The PostgreSQL server the PostgreSQL half runs against, if any.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("CIRRUS_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// Says (once per test binary, on the real stderr so `cargo test` does not swallow it) that
+/// the PostgreSQL half is skipped.
+pub fn report_postgres_skipped() {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::SeqCst) {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** PostgreSQL half SKIPPED: CIRRUS_TEST_DATABASE_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/test) ***\n"
+        );
+    }
+}
+
+/// A fresh, empty schema on the test PostgreSQL server; dropped with the value.
+pub struct PgSchema {
+    pub admin_url: String,
+    pub name: String,
+}
+
+impl PgSchema {
+    pub async fn create() -> PgSchema {
+        let admin_url = postgres_url().expect("CIRRUS_TEST_DATABASE_URL");
+        let name = format!("cirrus_test_{}", uuid::Uuid::new_v4().simple());
+        let pool = sqlx::PgPool::connect(&admin_url)
+            .await
+            .expect("connect to CIRRUS_TEST_DATABASE_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&pool)
+            .await
+            .expect("create schema");
+        pool.close().await;
+        PgSchema { admin_url, name }
+    }
+
+    /// A database URL whose connections use only this schema.
+    pub fn url(&self) -> String {
+        self.url_via(None)
+    }
+
+    /// The same, through another host:port (e.g. a [`proxy::ChaosProxy`]).
+    pub fn url_via(&self, host_port: Option<&str>) -> String {
+        let mut url = self.admin_url.clone();
+        if let Some(hp) = host_port {
+            let scheme_end = url.find("://").map_or(0, |i| i + 3);
+            let rest = &url[scheme_end..];
+            let auth_end = rest.find('@').map_or(0, |i| i + 1);
+            let host_end = rest[auth_end..]
+                .find(['/', '?'])
+                .map_or(rest.len(), |i| auth_end + i);
+            url = format!(
+                "{}{}{}{}",
+                &url[..scheme_end],
+                &rest[..auth_end],
+                hp,
+                &rest[host_end..]
+            );
+        }
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}options[search_path]={}", self.name)
+    }
+
+    /// host:port of the admin URL.
+    pub fn host_port(&self) -> String {
+        let url = &self.admin_url;
+        let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
+        let rest = &rest[rest.find('@').map_or(0, |i| i + 1)..];
+        let hp = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        if hp.contains(':') {
+            hp.to_string()
+        } else {
+            format!("{hp}:5432")
+        }
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: clean up on a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let pool = sqlx::PgPool::connect(&url).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {name} CASCADE"
+                )))
+                .execute(&pool)
+                .await
+                .ok()?;
+                pool.close().await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+/// Runs each listed `async fn` (no arguments) as two tests, `NAME::sqlite` and
+/// `NAME::postgres`; the PostgreSQL one is skipped (visibly) without `CIRRUS_TEST_DATABASE_URL`.
+#[macro_export]
+macro_rules! engine_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    $crate::common::ENGINE.scope($crate::common::Engine::Sqlite, super::$name()).await
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    if $crate::common::postgres_url().is_none() {
+                        $crate::common::report_postgres_skipped();
+                        return;
+                    }
+                    $crate::common::ENGINE.scope($crate::common::Engine::Postgres, super::$name()).await
+                }
+            }
+        )*
+    };
+}
+
 pub struct Server {
+    pub pg: Option<std::sync::Arc<PgSchema>>,
     child: Child,
     pub base: String,
     pub data_dir: PathBuf,
@@ -82,9 +238,32 @@ impl Server {
     }
 
     pub async fn start_with(extra_args: &[&str]) -> Server {
+        let pg = match engine() {
+            Engine::Sqlite => None,
+            Engine::Postgres => Some(std::sync::Arc::new(PgSchema::create().await)),
+        };
+        Self::start_on(pg, None, extra_args).await
+    }
+
+    /// Starts a server on an existing PostgreSQL schema (`pg`), optionally sharing another
+    /// server's data directory (and so its dev signing key) — for multi-instance tests.
+    pub async fn start_on(
+        pg: Option<std::sync::Arc<PgSchema>>,
+        share_data_dir_of: Option<&Server>,
+        extra_args: &[&str],
+    ) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let data_dir = dir.path().join("data");
-        let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        let data_dir = match share_data_dir_of {
+            Some(other) => other.data_dir.clone(),
+            None => dir.path().join("data"),
+        };
+        let mut extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        if let Some(schema) = &pg
+            && !extra_args.iter().any(|a| a == "--database-url")
+        {
+            extra_args.push("--database-url".into());
+            extra_args.push(schema.url());
+        }
         let (child, base) = spawn(&data_dir, &extra_args).await;
         let key = DevKey::load_or_create(&data_dir).expect("dev key");
         let client = reqwest::Client::builder()
@@ -92,6 +271,7 @@ impl Server {
             .build()
             .unwrap();
         let server = Server {
+            pg,
             child,
             base,
             data_dir,
