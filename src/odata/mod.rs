@@ -1,6 +1,11 @@
 //! OData wire conventions: media types, context URLs, the public service root, query options
 //! and `Prefer`/`If-Match` headers.
 
+pub mod csdl;
+pub mod edm;
+pub mod filter;
+pub mod query;
+
 use http::HeaderMap;
 
 use crate::domain::IfMatch;
