@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::auth::dev::DevKey;
 use crate::domain::{Service, SystemClock};
-use crate::http::{AppState, Authenticator, HttpConfig};
+use crate::http::{AppState, Authenticator, HttpConfig, TokenVerifier};
 use crate::storage::Store;
 use crate::storage::cache::CachedStore;
 use crate::storage::postgres::PostgresStore;
@@ -126,7 +126,7 @@ pub async fn build_state(cfg: &ServeConfig) -> anyhow::Result<Arc<AppState>> {
     http.fallback_host = cfg.listen.to_string();
     Ok(Arc::new(AppState {
         service: Service::new(store, Arc::new(SystemClock)),
-        auth: Authenticator::Dev(key),
+        auth: Authenticator::new(TokenVerifier::Dev(key)),
         config: http,
         _data_dir_lock: lock,
     }))

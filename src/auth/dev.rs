@@ -104,8 +104,9 @@ impl DevKey {
         )?)
     }
 
-    /// Verifies a token (signature, expiry with no leeway, audience) and reads its claims.
-    pub fn verify(&self, token: &str) -> GraphResult<Principal> {
+    /// Verifies a token (signature, expiry with no leeway, audience) and reads its claims;
+    /// returns the principal and the token's expiry (Unix seconds).
+    pub fn verify(&self, token: &str) -> GraphResult<(Principal, i64)> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(GraphError::InvalidToken(format!(
                 "The access token is larger than {MAX_TOKEN_LEN} bytes."
@@ -131,7 +132,8 @@ impl DevKey {
                     .to_string(),
                 )
             })?;
-        principal_from_claims(data.claims)
+        let exp = data.claims.exp;
+        Ok((principal_from_claims(data.claims)?, exp))
     }
 }
 
@@ -269,7 +271,7 @@ mod tests {
     #[test]
     fn round_trip_delegated_default() {
         let token = key().mint(&claims_for(&req(), now()).unwrap()).unwrap();
-        let p = key().verify(&token).unwrap();
+        let (p, _) = key().verify(&token).unwrap();
         assert_eq!(p.kind, TokenKind::Delegated);
         assert_eq!(p.tenant.as_str(), "contoso");
         assert!(

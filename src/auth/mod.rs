@@ -4,7 +4,8 @@
 
 pub mod dev;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
 
 use crate::error::{GraphError, GraphResult};
 use crate::model::TenantId;
@@ -87,6 +88,43 @@ impl Principal {
     }
 }
 
+/// Remembers tokens that verified, until they expire, so a client sending the same token on
+/// every request pays for the signature check once. Keyed by the whole token (never a hash that
+/// could collide); only successes are kept; bounded (it starts over when full).
+#[derive(Default)]
+pub struct VerifiedTokens {
+    map: RwLock<HashMap<String, (Principal, i64)>>,
+}
+
+const MAX_CACHED_TOKENS: usize = 10_000;
+
+impl VerifiedTokens {
+    pub fn get_or_verify(
+        &self,
+        token: &str,
+        now: i64,
+        verify: impl FnOnce(&str) -> GraphResult<(Principal, i64)>,
+    ) -> GraphResult<Principal> {
+        if let Ok(map) = self.map.read()
+            && let Some((principal, exp)) = map.get(token)
+            && now < *exp
+        {
+            return Ok(principal.clone());
+        }
+        let (principal, exp) = verify(token)?;
+        if let Ok(mut map) = self.map.write() {
+            if map.len() >= MAX_CACHED_TOKENS {
+                map.retain(|_, (_, e)| now < *e);
+                if map.len() >= MAX_CACHED_TOKENS {
+                    map.clear();
+                }
+            }
+            map.insert(token.to_string(), (principal.clone(), exp));
+        }
+        Ok(principal)
+    }
+}
+
 /// Extracts the bearer token from an `Authorization` header value.
 pub fn bearer_token(header: Option<&http::HeaderValue>) -> GraphResult<&str> {
     let Some(value) = header else {
@@ -123,6 +161,24 @@ mod tests {
             permissions: perms.iter().map(|p| p.to_ascii_lowercase()).collect(),
             groups: vec![],
         }
+    }
+
+    #[test]
+    fn verified_tokens_expire_and_failures_are_not_kept() {
+        let cache = VerifiedTokens::default();
+        let ok = |_: &str| Ok((principal(TokenKind::Delegated, &[READ_ALL]), 100));
+        assert!(cache.get_or_verify("t", 50, ok).is_ok());
+        // A hit does not verify again...
+        assert!(
+            cache
+                .get_or_verify("t", 99, |_| panic!("verified twice"))
+                .is_ok()
+        );
+        // ...but an expired entry does, and the failure is not cached.
+        let expired = |_: &str| Err(GraphError::InvalidToken("expired".into()));
+        assert!(cache.get_or_verify("t", 100, expired).is_err());
+        assert!(cache.get_or_verify("u", 1, expired).is_err());
+        assert!(cache.get_or_verify("u", 1, ok).is_ok());
     }
 
     #[test]
