@@ -286,7 +286,7 @@ mod tests {
             roles: Some(super::super::READ_ALL.into()),
             ..req()
         };
-        let p = key()
+        let (p, _) = key()
             .verify(&key().mint(&claims_for(&r, now()).unwrap()).unwrap())
             .unwrap();
         assert_eq!(p.kind, TokenKind::Application);
