@@ -17,6 +17,7 @@ use crate::model::input::{
 use crate::model::{
     Assignment, AssignmentTarget, ClientConfiguration, OfficeConfiguration, PayloadKind, TenantId,
 };
+use crate::storage::query::{CollectionQuery, EntitySet, Param};
 use crate::storage::{Store, TenantTx};
 
 /// Time source, injectable for tests.
@@ -187,6 +188,31 @@ fn build_assignment_set(
     Ok(out)
 }
 
+/// One page of a collection.
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Keyset cursor after the last item, when more items follow.
+    pub next: Option<(Vec<Param>, String)>,
+    pub count: Option<u64>,
+}
+
+/// Splits `page_size + 1` fetched rows into a page and the cursor for the next one.
+fn paginate<T>(
+    mut rows: Vec<(T, Vec<Param>)>,
+    page_size: u32,
+    id: impl Fn(&T) -> Uuid,
+) -> (Vec<T>, Option<(Vec<Param>, String)>) {
+    let more = rows.len() > page_size as usize;
+    rows.truncate(page_size as usize);
+    let next = if more {
+        rows.last()
+            .map(|(item, keys)| (keys.clone(), id(item).to_string()))
+    } else {
+        None
+    };
+    (rows.into_iter().map(|(item, _)| item).collect(), next)
+}
+
 #[derive(Clone)]
 pub struct Service {
     store: Arc<dyn Store>,
@@ -255,6 +281,68 @@ impl Service {
 
     pub async fn configurations(&self, tenant: &TenantId) -> GraphResult<Vec<ClientConfiguration>> {
         Ok(self.store.configurations(tenant).await?)
+    }
+
+    /// One page of configurations matching `q` (whose `limit` is set here from `page_size`).
+    pub async fn list_configurations(
+        &self,
+        tenant: &TenantId,
+        mut q: CollectionQuery,
+        page_size: u32,
+        with_count: bool,
+    ) -> GraphResult<Page<ClientConfiguration>> {
+        q.limit = page_size.saturating_add(1);
+        let rows = self.store.query_configurations(tenant, &q).await?;
+        let (items, next) = paginate(rows, page_size, |c| c.id);
+        let count = if with_count {
+            Some(self.store.count(tenant, &q).await?)
+        } else {
+            None
+        };
+        Ok(Page { items, next, count })
+    }
+
+    /// One page of a configuration's assignments; 404 if the configuration does not exist.
+    pub async fn list_assignments(
+        &self,
+        tenant: &TenantId,
+        mut q: CollectionQuery,
+        page_size: u32,
+        with_count: bool,
+    ) -> GraphResult<Page<Assignment>> {
+        if let EntitySet::Assignments { configuration_id } = q.set {
+            self.configuration(tenant, configuration_id).await?;
+        }
+        q.limit = page_size.saturating_add(1);
+        let rows = self.store.query_assignments(tenant, &q).await?;
+        let (items, next) = paginate(rows, page_size, |a| a.id);
+        let count = if with_count {
+            Some(self.store.count(tenant, &q).await?)
+        } else {
+            None
+        };
+        Ok(Page { items, next, count })
+    }
+
+    /// How many items match `q` (the `/$count` segment).
+    pub async fn count(&self, tenant: &TenantId, q: &CollectionQuery) -> GraphResult<u64> {
+        if let EntitySet::Assignments { configuration_id } = q.set {
+            self.configuration(tenant, configuration_id).await?;
+        }
+        Ok(self.store.count(tenant, q).await?)
+    }
+
+    /// The assignments of several configurations, grouped by configuration (for `$expand`).
+    pub async fn assignments_of(
+        &self,
+        tenant: &TenantId,
+        ids: &[Uuid],
+    ) -> GraphResult<HashMap<Uuid, Vec<Assignment>>> {
+        let mut out: HashMap<Uuid, Vec<Assignment>> = HashMap::new();
+        for a in self.store.assignments_of(tenant, ids).await? {
+            out.entry(a.configuration_id).or_default().push(a);
+        }
+        Ok(out)
     }
 
     pub async fn configuration(

@@ -12,25 +12,31 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::body::{read_json, read_stream};
+use super::reads;
 use super::route::{self, Target};
 use super::{AppState, RequestIds};
 use crate::auth::Principal;
 use crate::error::{GraphError, GraphResult};
-use crate::model::{Assignment, ClientConfiguration, PayloadKind, etag, input};
+use crate::model::{Assignment, PayloadKind, etag, input};
 use crate::odata::{
     self, Context, JSON_CONTENT_TYPE, ODATA_VERSION, QueryOptions, ReturnPreference,
 };
 
 /// Everything a handler needs to know about the request besides its body.
-struct Ctx<'a> {
-    state: &'a AppState,
-    principal: &'a Principal,
-    headers: &'a HeaderMap,
-    service_root: String,
+pub(super) struct Ctx<'a> {
+    pub state: &'a AppState,
+    pub principal: &'a Principal,
+    pub headers: &'a HeaderMap,
+    pub query: &'a QueryOptions,
+    /// The request path as sent (for `@odata.nextLink`).
+    pub path: &'a str,
+    /// The public base URL (`scheme://host[:port]`).
+    pub base: String,
+    pub service_root: String,
 }
 
 impl Ctx<'_> {
-    fn context(&self, fragment: &str) -> String {
+    pub fn context(&self, fragment: &str) -> String {
         Context {
             service_root: &self.service_root,
         }
@@ -52,7 +58,7 @@ impl Ctx<'_> {
         odata::if_match(self.headers)
     }
 
-    fn tenant(&self) -> &crate::model::TenantId {
+    pub fn tenant(&self) -> &crate::model::TenantId {
         &self.principal.tenant
     }
 }
@@ -92,35 +98,27 @@ async fn handle(state: &AppState, req: Request) -> GraphResult<Response> {
         principal.authorize(access)?;
     }
     let query = QueryOptions::parse(parts.uri.query())?;
-    if parts.method == Method::GET {
-        query.reject_all()?;
-    }
     let _ids = parts.extensions.get::<RequestIds>();
+    let base = public_base(state, &parts.headers);
     let ctx = Ctx {
         state,
         principal: &principal,
         headers: &parts.headers,
-        service_root: service_root(state, &parts.headers),
+        query: &query,
+        path: parts.uri.path(),
+        service_root: format!("{base}/beta"),
+        base,
     };
     let svc = &state.service;
     let m = &parts.method;
     match target {
         Target::ServiceRoot | Target::Metadata => unreachable_public(),
-        Target::Batch | Target::ClientConfigurationsCount | Target::AssignmentsCount(_) => {
-            Err(GraphError::NotImplemented(
-                "This OData feature ($batch, /$count) is not supported by this server yet.".into(),
-            ))
-        }
-        Target::OfficeConfiguration if m == Method::GET => {
-            let value = svc.office_configuration(ctx.tenant()).await?;
-            Ok(entity(
-                &ctx,
-                StatusCode::OK,
-                "officeConfiguration",
-                value.to_json(),
-                value.version,
-            ))
-        }
+        Target::Batch => Err(GraphError::NotImplemented(
+            "$batch is not supported by this server yet.".into(),
+        )),
+        Target::ClientConfigurationsCount { cast } => reads::count_configurations(&ctx, cast).await,
+        Target::AssignmentsCount(config) => reads::count_assignments(&ctx, config).await,
+        Target::OfficeConfiguration if m == Method::GET => reads::office_configuration(&ctx).await,
         Target::OfficeConfiguration => {
             let parsed =
                 input::office_configuration(&read_json(ctx.headers, body, ctx.limit()).await?)?;
@@ -134,15 +132,10 @@ async fn handle(state: &AppState, req: Request) -> GraphResult<Response> {
                 value.version,
             ))
         }
-        Target::ClientConfigurations if m == Method::GET => {
-            let values = svc.configurations(ctx.tenant()).await?;
-            Ok(collection(
-                &ctx,
-                "officeConfiguration/clientConfigurations",
-                values.iter().map(ClientConfiguration::to_json),
-            ))
+        Target::ClientConfigurations { cast } if m == Method::GET => {
+            reads::list_configurations(&ctx, cast).await
         }
-        Target::ClientConfigurations => {
+        Target::ClientConfigurations { .. } => {
             let parsed =
                 input::configuration(&read_json(ctx.headers, body, ctx.limit()).await?, None)?;
             let (value, assignments) = svc.create_configuration(ctx.tenant(), parsed).await?;
@@ -182,18 +175,16 @@ async fn handle(state: &AppState, req: Request) -> GraphResult<Response> {
                 .await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        Target::ClientConfiguration(id) if m == Method::GET => {
-            let value = svc.configuration(ctx.tenant(), id).await?;
-            Ok(entity(
-                &ctx,
-                StatusCode::OK,
-                "officeConfiguration/clientConfigurations/$entity",
-                value.to_json(),
-                value.version,
-            ))
+        Target::ClientConfiguration { id, cast } if m == Method::GET => {
+            reads::configuration(&ctx, id, cast).await
         }
-        Target::ClientConfiguration(id) if m == Method::PATCH => {
+        Target::ClientConfiguration { id, cast } if m == Method::PATCH => {
             let stored = svc.configuration(ctx.tenant(), id).await?;
+            if cast.is_some_and(|k| k != stored.kind) {
+                return Err(GraphError::NotFound(format!(
+                    "No configuration of the cast type with id '{id}' exists."
+                )));
+            }
             let parsed = input::configuration(
                 &read_json(ctx.headers, body, ctx.limit()).await?,
                 Some(stored.kind),
@@ -208,7 +199,14 @@ async fn handle(state: &AppState, req: Request) -> GraphResult<Response> {
                 value.version,
             ))
         }
-        Target::ClientConfiguration(id) => {
+        Target::ClientConfiguration { id, cast } => {
+            if let Some(kind) = cast
+                && svc.configuration(ctx.tenant(), id).await?.kind != kind
+            {
+                return Err(GraphError::NotFound(format!(
+                    "No configuration of the cast type with id '{id}' exists."
+                )));
+            }
             svc.delete_configuration(ctx.tenant(), id, ctx.if_match()?.as_ref())
                 .await?;
             Ok(StatusCode::NO_CONTENT.into_response())
@@ -231,14 +229,7 @@ async fn handle(state: &AppState, req: Request) -> GraphResult<Response> {
             ))
         }
         Target::Assignments(config) if m == Method::GET => {
-            let values = svc.assignments(ctx.tenant(), config).await?;
-            let fragment =
-                format!("officeConfiguration/clientConfigurations('{config}')/assignments");
-            Ok(collection(
-                &ctx,
-                &fragment,
-                values.iter().map(Assignment::to_json),
-            ))
+            reads::list_assignments(&ctx, config).await
         }
         Target::Assignments(config) => {
             let (_, target) =
@@ -268,16 +259,7 @@ async fn handle(state: &AppState, req: Request) -> GraphResult<Response> {
                 "officeConfiguration/clientConfigurations('{configuration_id}')/assignments/$entity"
             );
             match *m {
-                Method::GET => {
-                    let value = svc.assignment(ctx.tenant(), configuration_id, id).await?;
-                    Ok(entity(
-                        &ctx,
-                        StatusCode::OK,
-                        &fragment,
-                        value.to_json(),
-                        value.version,
-                    ))
-                }
+                Method::GET => reads::assignment(&ctx, configuration_id, id).await,
                 Method::PATCH => {
                     let (body_id, target) = input::assignment(
                         &read_json(ctx.headers, body, ctx.limit()).await?,
@@ -317,13 +299,16 @@ fn unreachable_public() -> GraphResult<Response> {
     )))
 }
 
-fn service_root(state: &AppState, headers: &HeaderMap) -> String {
-    let base = odata::public_base(
+fn public_base(state: &AppState, headers: &HeaderMap) -> String {
+    odata::public_base(
         headers,
         state.config.public_url.as_deref(),
         &state.config.fallback_host,
-    );
-    format!("{base}/beta")
+    )
+}
+
+fn service_root(state: &AppState, headers: &HeaderMap) -> String {
+    format!("{}/beta", public_base(state, headers))
 }
 
 /// Documents that need no token.
@@ -342,7 +327,7 @@ fn public(target: &Target, service_root: &str) -> GraphResult<Response> {
     }
 }
 
-fn json_response(status: StatusCode, value: Value) -> Response {
+pub(super) fn json_response(status: StatusCode, value: Value) -> Response {
     let mut res = (status, value.to_string()).into_response();
     let h = res.headers_mut();
     h.insert(
@@ -366,7 +351,7 @@ fn set_etag(res: &mut Response, version: i64) {
     }
 }
 
-fn entity(
+pub(super) fn entity(
     ctx: &Ctx<'_>,
     status: StatusCode,
     fragment: &str,

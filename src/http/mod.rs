@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod handlers;
+mod reads;
 pub mod route;
 
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub struct HttpConfig {
     pub public_url: Option<String>,
     /// Host used in URLs when the request has no usable Host header.
     pub fallback_host: String,
+    /// Server-driven page size of collections (a client's `$top` or `odata.maxpagesize` wins).
+    pub page_size: u32,
 }
 
 impl Default for HttpConfig {
@@ -73,6 +76,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(60),
             public_url: None,
             fallback_host: "localhost".into(),
+            page_size: crate::odata::paging::DEFAULT_PAGE_SIZE,
         }
     }
 }

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use crate::auth::Access;
 use crate::error::{GraphError, GraphResult};
-use crate::model::PayloadKind;
 use crate::model::input::parse_guid;
+use crate::model::{ConfigurationKind, PayloadKind};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -17,15 +17,30 @@ pub enum Target {
     Metadata,
     Batch,
     OfficeConfiguration,
-    ClientConfigurations,
-    ClientConfigurationsCount,
+    /// The collection, optionally cast to one derived type.
+    ClientConfigurations {
+        cast: Option<ConfigurationKind>,
+    },
+    ClientConfigurationsCount {
+        cast: Option<ConfigurationKind>,
+    },
     UpdatePriorities,
-    ClientConfiguration(Uuid),
-    Payload { id: Uuid, kind: PayloadKind },
+    /// One configuration, optionally through a cast segment (404 if it is another type).
+    ClientConfiguration {
+        id: Uuid,
+        cast: Option<ConfigurationKind>,
+    },
+    Payload {
+        id: Uuid,
+        kind: PayloadKind,
+    },
     Assign(Uuid),
     Assignments(Uuid),
     AssignmentsCount(Uuid),
-    Assignment { configuration_id: Uuid, id: Uuid },
+    Assignment {
+        configuration_id: Uuid,
+        id: Uuid,
+    },
 }
 
 impl Target {
@@ -34,12 +49,14 @@ impl Target {
         match self {
             Self::ServiceRoot
             | Self::Metadata
-            | Self::ClientConfigurationsCount
+            | Self::ClientConfigurationsCount { .. }
             | Self::AssignmentsCount(_) => "GET",
             Self::Batch | Self::UpdatePriorities | Self::Assign(_) => "POST",
             Self::OfficeConfiguration => "GET, PATCH",
-            Self::ClientConfigurations | Self::Assignments(_) => "GET, POST",
-            Self::ClientConfiguration(_) | Self::Assignment { .. } => "GET, PATCH, DELETE",
+            Self::ClientConfigurations { cast: None } | Self::Assignments(_) => "GET, POST",
+            // A cast collection is read-only (create with @odata.type on the collection).
+            Self::ClientConfigurations { cast: Some(_) } => "GET",
+            Self::ClientConfiguration { .. } | Self::Assignment { .. } => "GET, PATCH, DELETE",
             Self::Payload { .. } => "GET, PUT",
         }
     }
@@ -88,6 +105,21 @@ fn split_key(seg: &str) -> (&str, Option<&str>) {
         Some(i) if seg.ends_with(')') => (&seg[..i], Some(&seg[i + 1..seg.len() - 1])),
         _ => (seg, None),
     }
+}
+
+/// A type-cast segment (`microsoft.graph.windowsOfficeClientConfiguration`): `Some(None)` for
+/// the base type, `Some(Some(kind))` for a derived type, `None` if the segment is no cast.
+fn configuration_cast(seg: &str) -> Option<Option<ConfigurationKind>> {
+    let bare = seg
+        .strip_prefix("microsoft.graph.")
+        .or_else(|| seg.strip_prefix("graph."))?;
+    if bare.eq_ignore_ascii_case("officeClientConfiguration") {
+        return Some(None);
+    }
+    ConfigurationKind::ALL
+        .into_iter()
+        .find(|k| k.type_name().eq_ignore_ascii_case(bare))
+        .map(Some)
 }
 
 fn is(seg: &str, name: &str) -> bool {
@@ -153,15 +185,36 @@ pub fn parse(path: &str) -> GraphResult<Target> {
     // The configuration key, from `clientConfigurations('{id}')` or the next segment.
     let (config_key, rest): (&str, &[&str]) = match (inline_key, rest) {
         (Some(k), rest) => (k, rest),
-        (None, []) => return Ok(Target::ClientConfigurations),
-        (None, [s]) if is(s, "$count") => return Ok(Target::ClientConfigurationsCount),
+        (None, []) => return Ok(Target::ClientConfigurations { cast: None }),
+        (None, [s]) if is(s, "$count") => {
+            return Ok(Target::ClientConfigurationsCount { cast: None });
+        }
+        (None, [s, rest @ ..]) if configuration_cast(s).is_some() => {
+            let cast = configuration_cast(s).flatten();
+            return match rest {
+                [] => Ok(Target::ClientConfigurations { cast }),
+                [c] if is(c, "$count") => Ok(Target::ClientConfigurationsCount { cast }),
+                [other, ..] => Err(segment_err(other)),
+            };
+        }
         (None, [s]) if is_action(s, "updatePriorities") => return Ok(Target::UpdatePriorities),
         (None, [k, rest @ ..]) => (k, rest),
     };
     let config = key(config_key, "officeClientConfiguration")?;
     let Some((third, rest)) = rest.split_first() else {
-        return Ok(Target::ClientConfiguration(config));
+        return Ok(Target::ClientConfiguration {
+            id: config,
+            cast: None,
+        });
     };
+    if !is_action(third, "assign")
+        && let Some(cast) = configuration_cast(third)
+    {
+        return match rest {
+            [] => Ok(Target::ClientConfiguration { id: config, cast }),
+            [other, ..] => Err(segment_err(other)),
+        };
+    }
     let payload = |kind| -> GraphResult<Target> {
         match rest {
             [] => Ok(Target::Payload { id: config, kind }),
@@ -223,21 +276,27 @@ mod tests {
         );
         assert_eq!(
             parse("/beta/officeConfiguration/clientConfigurations").unwrap(),
-            Target::ClientConfigurations
+            Target::ClientConfigurations { cast: None }
         );
         assert_eq!(
             parse(&format!(
                 "/beta/officeConfiguration/clientConfigurations/{ID}"
             ))
             .unwrap(),
-            Target::ClientConfiguration(id())
+            Target::ClientConfiguration {
+                id: id(),
+                cast: None
+            }
         );
         assert_eq!(
             parse(&format!(
                 "/beta/officeConfiguration/clientConfigurations('{ID}')"
             ))
             .unwrap(),
-            Target::ClientConfiguration(id())
+            Target::ClientConfiguration {
+                id: id(),
+                cast: None
+            }
         );
         assert_eq!(
             parse(&format!(
@@ -245,7 +304,10 @@ mod tests {
                 ID.to_uppercase()
             ))
             .unwrap(),
-            Target::ClientConfiguration(id())
+            Target::ClientConfiguration {
+                id: id(),
+                cast: None
+            }
         );
         for action in [
             "updatePriorities",
@@ -289,6 +351,27 @@ mod tests {
                 id: id()
             }
         );
+    }
+
+    #[test]
+    fn cast_segments() {
+        let sec = Some(ConfigurationKind::WindowsSecurity);
+        assert_eq!(
+            parse("/beta/officeConfiguration/clientConfigurations/microsoft.graph.windowsOfficeClientSecurityConfiguration").unwrap(),
+            Target::ClientConfigurations { cast: sec }
+        );
+        assert_eq!(
+            parse("/beta/officeConfiguration/clientConfigurations/microsoft.graph.windowsOfficeClientSecurityConfiguration/$count").unwrap(),
+            Target::ClientConfigurationsCount { cast: sec }
+        );
+        assert_eq!(
+            parse(&format!("/beta/officeConfiguration/clientConfigurations/{ID}/microsoft.graph.windowsOfficeClientSecurityConfiguration")).unwrap(),
+            Target::ClientConfiguration { id: id(), cast: sec }
+        );
+        assert!(matches!(
+            parse("/beta/officeConfiguration/clientConfigurations/microsoft.graph.user"),
+            Err(GraphError::NotFound(_))
+        ));
     }
 
     #[test]

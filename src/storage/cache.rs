@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use super::query::{CollectionQuery, Param};
 use super::{StorageResult, Store, TenantTx};
 use crate::model::{Assignment, ClientConfiguration, OfficeConfiguration, TenantId};
 
@@ -140,6 +141,34 @@ impl<S: Store> Store for CachedStore<S> {
         id: Uuid,
     ) -> StorageResult<Option<Assignment>> {
         self.inner.assignment(tenant, configuration_id, id).await
+    }
+
+    async fn query_configurations(
+        &self,
+        tenant: &TenantId,
+        q: &CollectionQuery,
+    ) -> StorageResult<Vec<(ClientConfiguration, Vec<Param>)>> {
+        self.inner.query_configurations(tenant, q).await
+    }
+
+    async fn query_assignments(
+        &self,
+        tenant: &TenantId,
+        q: &CollectionQuery,
+    ) -> StorageResult<Vec<(Assignment, Vec<Param>)>> {
+        self.inner.query_assignments(tenant, q).await
+    }
+
+    async fn count(&self, tenant: &TenantId, q: &CollectionQuery) -> StorageResult<u64> {
+        self.inner.count(tenant, q).await
+    }
+
+    async fn assignments_of(
+        &self,
+        tenant: &TenantId,
+        configuration_ids: &[Uuid],
+    ) -> StorageResult<Vec<Assignment>> {
+        self.inner.assignments_of(tenant, configuration_ids).await
     }
 
     async fn begin(

@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod postgres;
+pub mod query;
 pub mod sql;
 pub mod sqlite;
 
@@ -67,6 +68,26 @@ pub trait Store: Send + Sync + 'static {
         configuration_id: Uuid,
         id: Uuid,
     ) -> StorageResult<Option<Assignment>>;
+    /// One page of configurations matching a collection query, each with its sort-key values.
+    async fn query_configurations(
+        &self,
+        tenant: &TenantId,
+        q: &query::CollectionQuery,
+    ) -> StorageResult<Vec<(ClientConfiguration, Vec<query::Param>)>>;
+    /// One page of one configuration's assignments matching a collection query.
+    async fn query_assignments(
+        &self,
+        tenant: &TenantId,
+        q: &query::CollectionQuery,
+    ) -> StorageResult<Vec<(Assignment, Vec<query::Param>)>>;
+    /// How many items match a collection query (ignoring order, cursor, offset and limit).
+    async fn count(&self, tenant: &TenantId, q: &query::CollectionQuery) -> StorageResult<u64>;
+    /// The assignments of several configurations (for `$expand`), in stored order.
+    async fn assignments_of(
+        &self,
+        tenant: &TenantId,
+        configuration_ids: &[Uuid],
+    ) -> StorageResult<Vec<Assignment>>;
     /// Starts a write transaction holding the tenant's write lock. `new_singleton_id` is used
     /// if the tenant's singleton does not exist yet.
     async fn begin(

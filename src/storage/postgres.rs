@@ -86,4 +86,10 @@ impl PostgresStore {
     }
 }
 
-sql_engine!(PostgresStore, PostgresTenantTx, Postgres, PgRow);
+sql_engine!(
+    PostgresStore,
+    PostgresTenantTx,
+    Postgres,
+    PgRow,
+    " COLLATE \"C\""
+);

@@ -118,7 +118,58 @@ pub fn from_micros(us: i64) -> Result<OffsetDateTime, StorageError> {
 /// Result<Transaction<'static, $db>, sqlx::Error>` that returns a transaction holding the
 /// tenant's write lock) and `TenantTx` for its transaction type `$tx`.
 macro_rules! sql_engine {
-    ($store:ident, $tx:ident, $db:ty, $row:ty) => {
+    ($store:ident, $tx:ident, $db:ty, $row:ty, $collate:expr) => {
+        /// Binds a built query's parameters, in order.
+        fn bound(
+            sql: &$crate::storage::query::Sql,
+        ) -> sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments> {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.text.clone()));
+            for p in &sql.params {
+                q = match p {
+                    $crate::storage::query::Param::Int(i) => q.bind(*i),
+                    $crate::storage::query::Param::Text(s) => q.bind(s.as_str()),
+                };
+            }
+            q
+        }
+
+        /// The `k0, k1, …` sort-key values of a page row.
+        fn sort_values(
+            row: &$row,
+            q: &$crate::storage::query::CollectionQuery,
+        ) -> $crate::storage::StorageResult<Vec<$crate::storage::query::Param>> {
+            use sqlx::Row as _;
+            use $crate::storage::query::{Param, SortColumn};
+            use $crate::storage::sql::map_err;
+            q.order
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let col = format!("k{i}");
+                    Ok(match k.column {
+                        SortColumn::DisplayName | SortColumn::Description => {
+                            Param::Text(row.try_get::<String, _>(col.as_str()).map_err(map_err)?)
+                        }
+                        SortColumn::Priority => Param::Int(i64::from(
+                            row.try_get::<i32, _>(col.as_str()).map_err(map_err)?,
+                        )),
+                        SortColumn::LastModifiedDateTime | SortColumn::Position => {
+                            Param::Int(row.try_get::<i64, _>(col.as_str()).map_err(map_err)?)
+                        }
+                    })
+                })
+                .collect()
+        }
+
+        fn untranslatable(
+            e: $crate::storage::query::Untranslatable,
+        ) -> $crate::storage::StorageError {
+            $crate::storage::StorageError::Other(anyhow::anyhow!(
+                "the filter names '{}', which this collection does not store",
+                e.0
+            ))
+        }
+
         fn office_from_row(
             row: &$row,
         ) -> $crate::storage::StorageResult<$crate::model::OfficeConfiguration> {
@@ -263,6 +314,78 @@ macro_rules! sql_engine {
                     .await
                     .map_err(map_err)?;
                 row.as_ref().map(assignment_from_row).transpose()
+            }
+
+            async fn query_configurations(
+                &self,
+                tenant: &$crate::model::TenantId,
+                q: &$crate::storage::query::CollectionQuery,
+            ) -> $crate::storage::StorageResult<
+                Vec<(
+                    $crate::model::ClientConfiguration,
+                    Vec<$crate::storage::query::Param>,
+                )>,
+            > {
+                use $crate::storage::sql::*;
+                let sql = $crate::storage::query::page(tenant.as_str(), q, $collate)
+                    .map_err(untranslatable)?;
+                let rows = bound(&sql).fetch_all(&self.reader).await.map_err(map_err)?;
+                rows.iter()
+                    .map(|r| Ok((configuration_from_row(r)?, sort_values(r, q)?)))
+                    .collect()
+            }
+
+            async fn query_assignments(
+                &self,
+                tenant: &$crate::model::TenantId,
+                q: &$crate::storage::query::CollectionQuery,
+            ) -> $crate::storage::StorageResult<
+                Vec<(
+                    $crate::model::Assignment,
+                    Vec<$crate::storage::query::Param>,
+                )>,
+            > {
+                use $crate::storage::sql::*;
+                let sql = $crate::storage::query::page(tenant.as_str(), q, $collate)
+                    .map_err(untranslatable)?;
+                let rows = bound(&sql).fetch_all(&self.reader).await.map_err(map_err)?;
+                rows.iter()
+                    .map(|r| Ok((assignment_from_row(r)?, sort_values(r, q)?)))
+                    .collect()
+            }
+
+            async fn count(
+                &self,
+                tenant: &$crate::model::TenantId,
+                q: &$crate::storage::query::CollectionQuery,
+            ) -> $crate::storage::StorageResult<u64> {
+                use sqlx::Row as _;
+                use $crate::storage::sql::*;
+                let sql = $crate::storage::query::count(tenant.as_str(), q, $collate)
+                    .map_err(untranslatable)?;
+                let row = bound(&sql).fetch_one(&self.reader).await.map_err(map_err)?;
+                let n: i64 = row.try_get(0).map_err(map_err)?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+
+            async fn assignments_of(
+                &self,
+                tenant: &$crate::model::TenantId,
+                configuration_ids: &[uuid::Uuid],
+            ) -> $crate::storage::StorageResult<Vec<$crate::model::Assignment>> {
+                use $crate::storage::sql::*;
+                let mut out = Vec::new();
+                // One statement per chunk keeps the parameter count within every engine's limit.
+                for chunk in configuration_ids.chunks(500) {
+                    let mut sql = $crate::storage::query::assignments_of(tenant.as_str(), chunk);
+                    sql.text
+                        .push_str(" ORDER BY t.configuration_id, t.position, t.id");
+                    let rows = bound(&sql).fetch_all(&self.reader).await.map_err(map_err)?;
+                    for r in &rows {
+                        out.push(assignment_from_row(r)?);
+                    }
+                }
+                Ok(out)
             }
 
             async fn begin(

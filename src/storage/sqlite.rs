@@ -77,4 +77,4 @@ impl SqliteStore {
     }
 }
 
-sql_engine!(SqliteStore, SqliteTenantTx, Sqlite, SqliteRow);
+sql_engine!(SqliteStore, SqliteTenantTx, Sqlite, SqliteRow, "");
