@@ -316,14 +316,19 @@ fn public(target: &Target, service_root: &str) -> GraphResult<Response> {
     match target {
         Target::ServiceRoot => Ok(json_response(
             StatusCode::OK,
-            json!({
-                "@odata.context": format!("{service_root}/$metadata"),
-                "value": [{"name": "officeConfiguration", "kind": "Singleton", "url": "officeConfiguration"}],
-            }),
+            odata::csdl::service_document(service_root),
         )),
-        _ => Err(GraphError::NotImplemented(
-            "$metadata is not served by this server yet.".into(),
-        )),
+        Target::Metadata => {
+            let mut res = (StatusCode::OK, odata::csdl::metadata_xml()).into_response();
+            let h = res.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/xml;charset=utf-8"),
+            );
+            h.insert("odata-version", HeaderValue::from_static(ODATA_VERSION));
+            Ok(res)
+        }
+        _ => unreachable_public(),
     }
 }
 
