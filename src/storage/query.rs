@@ -394,7 +394,23 @@ pub fn page(
     }
     sql.push(&format!(" FROM {} t", table(q.set)));
     where_clause(&mut sql, tenant, q)?;
-    if let Some((values, last_id)) = &q.after {
+    if let Some((values, last_id)) = &q.after
+        && q.order.iter().all(|k| !k.descending)
+    {
+        // All ascending: one row-value comparison, which both engines answer with an index
+        // range scan on (tenant_id, priority, id) — a deep page costs what the first does.
+        sql.push(" AND (");
+        for k in &q.order {
+            sql.push(&format!("{}, ", k.column.expr(collate)));
+        }
+        sql.push("t.id) > (");
+        for (j, _) in q.order.iter().enumerate() {
+            sql.bind(values.get(j).cloned().unwrap_or(Param::Int(0)));
+            sql.push(", ");
+        }
+        sql.bind(Param::Text(last_id.clone()));
+        sql.push(")");
+    } else if let Some((values, last_id)) = &q.after {
         // (k0, k1, …, id) strictly after the cursor, each key in its own direction.
         sql.push(" AND (");
         let n = q.order.len();
@@ -546,6 +562,18 @@ mod tests {
         );
         assert!(sql.text.contains("t.priority > $"), "{}", sql.text);
         assert!(sql.text.contains("t.id > $"), "{}", sql.text);
+    }
+
+    #[test]
+    fn ascending_keyset_uses_a_row_value_comparison() {
+        let mut query = q("priority gt 1");
+        query.order = vec![SortKey {
+            column: SortColumn::Priority,
+            descending: false,
+        }];
+        query.after = Some((vec![Param::Int(3)], "id-1".into()));
+        let sql = page("t1", &query, "").unwrap();
+        assert!(sql.text.contains("(t.priority, t.id) > ($"), "{}", sql.text);
     }
 
     #[test]
