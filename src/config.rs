@@ -141,13 +141,54 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, 
     Ok((listener, local))
 }
 
-/// Serves until ctrl-c / SIGTERM, finishing in-flight requests.
+/// Serves until ctrl-c / SIGTERM, then stops accepting and lets in-flight requests finish
+/// (up to 30 s). hyper is driven directly rather than through `axum::serve` so its own header
+/// limits sit above ours: oversized headers reach the envelope middleware and get a Graph 431.
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+
     let app = crate::http::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // e.g. out of file descriptors: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let mut builder = Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    // A client that stalls while sending headers is cut off.
+                    .header_read_timeout(Duration::from_secs(30))
+                    .max_headers(1024);
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
         .await
-        .context("serving HTTP")
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within 30 s of shutdown");
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
