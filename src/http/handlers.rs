@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::batch;
 use super::body::{read_json, read_stream};
 use super::reads;
 use super::route::{self, Target};
@@ -113,9 +114,7 @@ async fn handle(state: &AppState, req: Request) -> GraphResult<Response> {
     let m = &parts.method;
     match target {
         Target::ServiceRoot | Target::Metadata => unreachable_public(),
-        Target::Batch => Err(GraphError::NotImplemented(
-            "$batch is not supported by this server yet.".into(),
-        )),
+        Target::Batch => batch::run(&ctx, &parts.extensions, body).await,
         Target::ClientConfigurationsCount { cast } => reads::count_configurations(&ctx, cast).await,
         Target::AssignmentsCount(config) => reads::count_assignments(&ctx, config).await,
         Target::OfficeConfiguration if m == Method::GET => reads::office_configuration(&ctx).await,

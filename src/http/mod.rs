@@ -2,6 +2,7 @@
 //! error envelope, header limits, timeouts, panics) and the single Graph entry point that
 //! routes, authenticates, authorises and dispatches (see [`handlers`]).
 
+pub mod batch;
 pub mod body;
 pub mod handlers;
 mod reads;
@@ -98,7 +99,7 @@ pub struct RequestIds {
 
 pub fn router(state: Arc<AppState>) -> Router {
     let timeout = state.config.request_timeout;
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(handlers::graph)
@@ -108,7 +109,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
-        .layer(axum::middleware::from_fn_with_state(state, graph_envelope))
+        .layer(axum::middleware::from_fn_with_state(state, graph_envelope));
+    // `$batch` sends its sub-requests through the same stack, without this layer (so a batch
+    // inside a batch finds no dispatcher and is refused).
+    app.clone().layer(axum::Extension(batch::Dispatcher(app)))
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
