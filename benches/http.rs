@@ -1,18 +1,34 @@
-//! HTTP throughput/latency benchmark: cirrus (release build) against a bare axum handler that
-//! returns a fixed document of the same size, on the same workloads, in the same run.
+//! HTTP throughput/latency benchmark, in two sections, in one run:
+//!
+//! 1. SQLite: cirrus (release build, SQLite engine) against a bare axum handler that returns a
+//!    fixed document of the same size, on the same workloads.
+//! 2. PostgreSQL: the same workloads on cirrus with `--database-url`, first on one instance,
+//!    then on two instances on the same database with the connections split evenly between
+//!    them; reports the two-instances / one-instance throughput ratio per workload. Skipped,
+//!    with the reason printed, when PostgreSQL is unreachable.
+//!
+//! The workloads: `GET /beta/officeConfiguration`, `GET …/clientConfigurations/{id}` and
+//! `PATCH …/clientConfigurations/{id}`.
 //!
 //! Run it with `cargo bench --bench http`. Knobs (environment variables):
 //! - `CIRRUS_BENCH_SECS` — measured seconds per workload and target (default 5);
 //! - `CIRRUS_BENCH_WARMUP_SECS` — warm-up seconds before each measurement (default 1);
-//! - `CIRRUS_BENCH_CONCURRENCY` — concurrent keep-alive connections (default 32);
-//! - `CIRRUS_BENCH_CLIENT_THREADS` — load-generator worker threads (default 1).
+//! - `CIRRUS_BENCH_CONCURRENCY` — concurrent keep-alive connections (default 32; split
+//!   round-robin across the instances in the two-instance runs);
+//! - `CIRRUS_BENCH_CLIENT_THREADS` — load-generator worker threads (default 1);
+//! - `CIRRUS_BENCH_DATABASE_URL` — the PostgreSQL server for section 2 (default
+//!   `postgres://postgres@127.0.0.1:5432/test`).
 //!
-//! Both servers run as separate processes on loopback: cirrus is the real `cirrus serve` binary
+//! All servers run as separate processes on loopback: cirrus is the real `cirrus serve` binary
 //! on a fresh data directory; the bare server is this binary re-executed with
 //! `CIRRUS_BENCH_BARE=<dir>`, serving the response bodies cirrus actually returned (fetched
-//! first), with the same content type. The load generator is a minimal HTTP/1.1 client (one
-//! request in flight per connection, no pipelining) so that as little CPU as possible is taken
-//! from the servers on a small machine.
+//! first), with the same content type. On PostgreSQL the run creates a fresh schema
+//! (`cirrus_bench_<random>`), passes it to cirrus through `options[search_path]` (cirrus applies
+//! the migrations on start) and drops it at the end, also on panic or Ctrl-C; the second
+//! instance shares the first one's data directory, which in PostgreSQL mode holds only the dev
+//! signing key, so one token is valid on both. The load generator is a minimal HTTP/1.1 client
+//! (one request in flight per connection, no pipelining) so that as little CPU as possible is
+//! taken from the servers on a small machine.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Write as _};
@@ -29,6 +45,7 @@ use axum::routing::get;
 use base64::Engine as _;
 use cirrus::auth::dev::{DevKey, TokenRequest, claims_for};
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -154,13 +171,22 @@ fn parse_addr(line: &str, what: &str) -> SocketAddr {
         .unwrap_or_else(|| panic!("no address in {what}'s start-up line: {line:?}"))
 }
 
-fn start_cirrus(data_dir: &Path) -> (ChildGuard, SocketAddr) {
-    let child = Command::new(env!("CARGO_BIN_EXE_cirrus"))
-        .arg("serve")
+/// Starts `cirrus serve` on an ephemeral loopback port: on SQLite in `data_dir`, or on
+/// PostgreSQL at `database_url` (then `data_dir` holds only the dev signing key).
+fn start_cirrus(data_dir: &Path, database_url: Option<&str>) -> (ChildGuard, SocketAddr) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cirrus"));
+    cmd.arg("serve")
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(data_dir)
+        // The engine is chosen here, not by whatever the caller's environment says.
+        .env_remove("CIRRUS_DATABASE_URL")
+        .env_remove("CIRRUS_SKIP_MIGRATIONS");
+    if let Some(url) = database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -171,6 +197,22 @@ fn start_cirrus(data_dir: &Path) -> (ChildGuard, SocketAddr) {
     let line = first_stdout_line(&mut guard, "cirrus");
     let addr = parse_addr(&line, "cirrus");
     (guard, addr)
+}
+
+/// Waits until `GET /healthz` answers 200.
+async fn wait_healthy(addr: SocketAddr, what: &str) {
+    let ready_by = Instant::now() + STARTUP;
+    loop {
+        let probe = once(addr, b"GET /healthz HTTP/1.1\r\nHost: cirrus\r\n\r\n").await;
+        if matches!(probe, Ok((200, _, _))) {
+            return;
+        }
+        assert!(
+            Instant::now() < ready_by,
+            "{what} did not become healthy: {probe:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn start_bare(doc_dir: &Path) -> (ChildGuard, SocketAddr) {
@@ -550,17 +592,29 @@ struct Outcome {
     p99_us: u32,
     errors: u64,
     error_kinds: BTreeMap<String, u64>,
+    /// Successful requests per second through each target, in the order given to [`load`].
+    per_target_rps: Vec<f64>,
 }
 
-async fn load(cfg: &Config, addr: SocketAddr, req: Arc<[u8]>, expected: u16) -> Outcome {
+/// Runs one workload for the warm-up plus the measured window, with `cfg.concurrency`
+/// connections spread round-robin over `targets` (connection `i` goes to target
+/// `i % targets.len()`, so two targets get half the connections each).
+async fn load(cfg: &Config, targets: &[SocketAddr], w: &Workload, token: &str) -> Outcome {
+    assert!(!targets.is_empty(), "no target to load");
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(cfg.warmup_secs);
     let end = measure_from + Duration::from_secs_f64(cfg.secs);
     let deadline = tokio::time::Instant::from_std(end + GRACE);
+    let reqs: Vec<Arc<[u8]>> = targets
+        .iter()
+        .map(|&addr| request(w.method, addr, &w.path, token, w.body).into())
+        .collect();
+    let expected = w.expected;
     let tasks: Vec<_> = (0..cfg.concurrency)
-        .map(|_| {
-            let req = req.clone();
-            tokio::spawn(async move {
+        .map(|i| {
+            let t = i % targets.len();
+            let (addr, req) = (targets[t], reqs[t].clone());
+            let task = tokio::spawn(async move {
                 let mut stats = Stats::default();
                 let bounded = tokio::time::timeout_at(
                     deadline,
@@ -570,12 +624,15 @@ async fn load(cfg: &Config, addr: SocketAddr, req: Arc<[u8]>, expected: u16) -> 
                     stats.error("request still pending at the deadline");
                 }
                 stats
-            })
+            });
+            (t, task)
         })
         .collect();
     let mut all = Stats::default();
-    for t in tasks {
-        let s = t.await.expect("load task panicked");
+    let mut per_target = vec![0usize; targets.len()];
+    for (t, task) in tasks {
+        let s = task.await.expect("load task panicked");
+        per_target[t] += s.samples.len();
         all.samples.extend_from_slice(&s.samples);
         all.errors += s.errors;
         for (k, n) in s.error_kinds {
@@ -596,6 +653,7 @@ async fn load(cfg: &Config, addr: SocketAddr, req: Arc<[u8]>, expected: u16) -> 
         p99_us: pct(0.99),
         errors: all.errors,
         error_kinds: all.error_kinds,
+        per_target_rps: per_target.iter().map(|&n| n as f64 / cfg.secs).collect(),
     }
 }
 
@@ -616,50 +674,43 @@ fn fmt_ms(us: u32) -> String {
     format!("{:.2} ms", f64::from(us) / 1000.0)
 }
 
-async fn run(cfg: Config) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data_dir = tmp.path().join("data");
-    let doc_dir = tmp.path().join("bare");
-    std::fs::create_dir_all(&doc_dir).expect("doc dir");
+const PATCH_BODY: &str = r#"{"description":"bench"}"#;
 
-    // Declared after `tmp`, so dropped (killed) before the directory is removed.
-    let (_cirrus, cirrus) = start_cirrus(&data_dir);
-
-    // Ready?
-    let ready_by = Instant::now() + STARTUP;
-    loop {
-        let probe = once(cirrus, b"GET /healthz HTTP/1.1\r\nHost: cirrus\r\n\r\n").await;
-        if matches!(probe, Ok((200, _, _))) {
-            break;
-        }
-        assert!(
-            Instant::now() < ready_by,
-            "cirrus did not become healthy: {probe:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    let key = DevKey::load_or_create(&data_dir).expect("dev key");
+/// A day-long delegated token for tenant `bench`, signed with the dev key in `data_dir`.
+fn mint_token(data_dir: &Path) -> String {
+    let key = DevKey::load_or_create(data_dir).expect("dev key");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let token = key
-        .mint(
-            &claims_for(
-                &TokenRequest {
-                    tenant: "bench".into(),
-                    user: None,
-                    upn: Some("bench@contoso.example".into()),
-                    scopes: None,
-                    roles: None,
-                    groups: None,
-                    expires_in: 24 * 3600,
-                },
-                now,
-            )
-            .expect("claims"),
+    key.mint(
+        &claims_for(
+            &TokenRequest {
+                tenant: "bench".into(),
+                user: None,
+                upn: Some("bench@contoso.example".into()),
+                scopes: None,
+                roles: None,
+                groups: None,
+                expires_in: 24 * 3600,
+            },
+            now,
         )
-        .expect("token");
+        .expect("claims"),
+    )
+    .expect("token")
+}
 
-    // Seed one configuration, and bring it to the state the PATCH workload keeps it in.
+/// What [`seed`] created, and cirrus's real response documents for it.
+struct Seeded {
+    id: String,
+    item_path: String,
+    singleton_ct: Option<String>,
+    singleton: Vec<u8>,
+    config_ct: Option<String>,
+    config: Vec<u8>,
+}
+
+/// Creates one configuration through `addr`, brings it to the state the PATCH workload keeps
+/// it in, and fetches the documents the read workloads will get.
+async fn seed(addr: SocketAddr, token: &str) -> Seeded {
     let payload = base64::engine::general_purpose::STANDARD.encode(r#"{"bench":true,"n":1}"#);
     let create = json!({
         "@odata.type": "#microsoft.graph.windowsOfficeClientConfiguration",
@@ -668,8 +719,8 @@ async fn run(cfg: Config) {
     })
     .to_string();
     let (_, created) = expect(
-        cirrus,
-        &request("POST", cirrus, CONFIGS_PATH, &token, Some(&create)),
+        addr,
+        &request("POST", addr, CONFIGS_PATH, token, Some(&create)),
         201,
         "create configuration",
     )
@@ -677,40 +728,124 @@ async fn run(cfg: Config) {
     let created: Value = serde_json::from_slice(&created).expect("created JSON");
     let id = created["id"].as_str().expect("id").to_string();
     let item_path = format!("{CONFIGS_PATH}/{id}");
-    let patch_body = r#"{"description":"bench"}"#;
     expect(
-        cirrus,
-        &request("PATCH", cirrus, &item_path, &token, Some(patch_body)),
+        addr,
+        &request("PATCH", addr, &item_path, token, Some(PATCH_BODY)),
         204,
         "patch configuration",
     )
     .await;
-
-    // Cirrus's real response documents, for the bare server.
     let (singleton_ct, singleton) = expect(
-        cirrus,
-        &request("GET", cirrus, SINGLETON_PATH, &token, None),
+        addr,
+        &request("GET", addr, SINGLETON_PATH, token, None),
         200,
         "get singleton",
     )
     .await;
     let (config_ct, config) = expect(
-        cirrus,
-        &request("GET", cirrus, &item_path, &token, None),
+        addr,
+        &request("GET", addr, &item_path, token, None),
         200,
         "get configuration",
     )
     .await;
+    Seeded {
+        id,
+        item_path,
+        singleton_ct,
+        singleton,
+        config_ct,
+        config,
+    }
+}
+
+fn workloads(s: &Seeded) -> [Workload; 3] {
+    [
+        Workload {
+            name: "GET /officeConfiguration",
+            method: "GET",
+            path: SINGLETON_PATH.to_string(),
+            body: None,
+            expected: 200,
+            is_read: true,
+            response_bytes: s.singleton.len(),
+        },
+        Workload {
+            name: "GET /clientConfigurations/{id}",
+            method: "GET",
+            path: s.item_path.clone(),
+            body: None,
+            expected: 200,
+            is_read: true,
+            response_bytes: s.config.len(),
+        },
+        Workload {
+            name: "PATCH /clientConfigurations/{id}",
+            method: "PATCH",
+            path: s.item_path.clone(),
+            body: Some(PATCH_BODY),
+            expected: 204,
+            is_read: false,
+            response_bytes: 0,
+        },
+    ]
+}
+
+fn print_errors(details: Vec<String>) {
+    if !details.is_empty() {
+        println!("\nerrors:");
+        for d in details {
+            println!("{d}");
+        }
+    }
+}
+
+async fn run(cfg: Config) {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "cirrus HTTP benchmark: {} connections, {:.1} s warm-up + {:.1} s measured per run, \
+         {} load-generator thread(s), {cpus} CPU(s) visible",
+        cfg.concurrency, cfg.warmup_secs, cfg.secs, cfg.client_threads,
+    );
+    sqlite_section(&cfg).await;
+    println!();
+    postgres_section(&cfg, cpus).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Section 1: cirrus on SQLite against the bare axum handler
+
+async fn sqlite_section(cfg: &Config) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = tmp.path().join("data");
+    let doc_dir = tmp.path().join("bare");
+    std::fs::create_dir_all(&doc_dir).expect("doc dir");
+
+    // Declared after `tmp`, so dropped (killed) before the directory is removed.
+    let (_cirrus, cirrus) = start_cirrus(&data_dir, None);
+    wait_healthy(cirrus, "cirrus").await;
+    let token = mint_token(&data_dir);
+    let seeded = seed(cirrus, &token).await;
+
+    // Cirrus's real response documents, for the bare server.
     let write = |name: &str, data: &[u8]| std::fs::write(doc_dir.join(name), data).expect(name);
-    write("singleton.body", &singleton);
+    write("singleton.body", &seeded.singleton);
     write(
         "singleton.content-type",
-        singleton_ct.expect("singleton content type").as_bytes(),
+        seeded
+            .singleton_ct
+            .as_deref()
+            .expect("singleton content type")
+            .as_bytes(),
     );
-    write("config.body", &config);
+    write("config.body", &seeded.config);
     write(
         "config.content-type",
-        config_ct.expect("configuration content type").as_bytes(),
+        seeded
+            .config_ct
+            .as_deref()
+            .expect("configuration content type")
+            .as_bytes(),
     );
 
     let (_bare, bare) = start_bare(&doc_dir);
@@ -721,55 +856,22 @@ async fn run(cfg: Config) {
         "bare singleton",
     )
     .await;
-    assert_eq!(b, singleton, "bare server serves a different document");
+    assert_eq!(
+        b, seeded.singleton,
+        "bare server serves a different document"
+    );
     expect(
         bare,
-        &request("PATCH", bare, &item_path, &token, Some(patch_body)),
+        &request("PATCH", bare, &seeded.item_path, &token, Some(PATCH_BODY)),
         204,
         "bare patch",
     )
     .await;
 
-    let workloads = [
-        Workload {
-            name: "GET /officeConfiguration",
-            method: "GET",
-            path: SINGLETON_PATH.to_string(),
-            body: None,
-            expected: 200,
-            is_read: true,
-            response_bytes: singleton.len(),
-        },
-        Workload {
-            name: "GET /clientConfigurations/{id}",
-            method: "GET",
-            path: item_path.clone(),
-            body: None,
-            expected: 200,
-            is_read: true,
-            response_bytes: config.len(),
-        },
-        Workload {
-            name: "PATCH /clientConfigurations/{id}",
-            method: "PATCH",
-            path: item_path.clone(),
-            body: Some(patch_body),
-            expected: 204,
-            is_read: false,
-            response_bytes: 0,
-        },
-    ];
-
-    println!(
-        "cirrus HTTP benchmark: {} connections, {:.1} s warm-up + {:.1} s measured per run, \
-         {} load-generator thread(s), {} CPU(s) visible",
-        cfg.concurrency,
-        cfg.warmup_secs,
-        cfg.secs,
-        cfg.client_threads,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-    );
-    println!("cirrus at http://{cirrus}, bare axum at http://{bare} (both loopback)");
+    let workloads = workloads(&seeded);
+    println!();
+    println!("== SQLite: cirrus vs a bare axum handler serving the same documents ==");
+    println!("cirrus (SQLite) at http://{cirrus}, bare axum at http://{bare} (both loopback)");
     for w in &workloads {
         println!("  {:<34} response body {} bytes", w.name, w.response_bytes);
     }
@@ -779,9 +881,8 @@ async fn run(cfg: Config) {
     for w in &workloads {
         let mut pair = Vec::new();
         for (target, addr) in [("cirrus", cirrus), ("bare", bare)] {
-            let req: Arc<[u8]> = request(w.method, addr, &w.path, &token, w.body).into();
             eprintln!("running {} against {target} ...", w.name);
-            pair.push((target, load(&cfg, addr, req, w.expected).await));
+            pair.push((target, load(cfg, &[addr], w, &token).await));
         }
         rows.push((w, pair));
     }
@@ -823,14 +924,272 @@ async fn run(cfg: Config) {
             }
         }
     }
-    if !details.is_empty() {
-        println!("\nerrors:");
-        for d in details {
-            println!("{d}");
-        }
-    }
+    print_errors(details);
     println!(
         "\ntarget (issue 2): reads at >= 50% of the bare handler's throughput: {}",
         if reads_met { "MET" } else { "NOT MET" }
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Section 2: cirrus on PostgreSQL, one instance and two instances on the same database
+
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// How long connecting to PostgreSQL (to create the schema) may take before the section is
+/// skipped.
+const PG_CONNECT: Duration = Duration::from_secs(5);
+
+/// A fresh, empty schema on the benchmark's PostgreSQL server; dropped (with everything in it)
+/// when the value is dropped — on normal exit, on panic and on Ctrl-C alike.
+struct PgSchema {
+    admin_url: String,
+    name: String,
+}
+
+impl PgSchema {
+    async fn create(admin_url: &str) -> Result<PgSchema, String> {
+        let name = format!("cirrus_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = pg_connect(admin_url).await?;
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&mut conn)
+            .await;
+        let _ = conn.close().await;
+        created.map_err(|e| format!("cannot create schema {name}: {e}"))?;
+        Ok(PgSchema {
+            admin_url: admin_url.to_string(),
+            name,
+        })
+    }
+
+    /// The database URL whose connections use only this schema.
+    fn url(&self) -> String {
+        let sep = if self.admin_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!("{}{sep}options[search_path]={}", self.admin_url, self.name)
+    }
+
+    /// The server's version string, for the report.
+    async fn server_version(&self) -> Option<String> {
+        let mut conn = pg_connect(&self.admin_url).await.ok()?;
+        let v: Option<String> = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&mut conn)
+            .await
+            .ok();
+        let _ = conn.close().await;
+        v
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop may run inside the benchmark's runtime (or while it unwinds): clean up on a
+        // thread with a runtime of its own.
+        let dropped = std::thread::spawn(move || -> Result<(), String> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let mut conn = pg_connect(&url).await?;
+                let res = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {name} CASCADE"
+                )))
+                .execute(&mut conn)
+                .await;
+                let _ = conn.close().await;
+                res.map(|_| ()).map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => eprintln!("dropped schema {}", self.name),
+            Ok(Err(e)) => eprintln!("could not drop schema {}: {e}", self.name),
+            Err(_) => eprintln!(
+                "could not drop schema {}: cleanup thread panicked",
+                self.name
+            ),
+        }
+    }
+}
+
+/// One connection to `url`, or why not (within [`PG_CONNECT`]).
+async fn pg_connect(url: &str) -> Result<sqlx::PgConnection, String> {
+    match tokio::time::timeout(PG_CONNECT, sqlx::PgConnection::connect(url)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(format!("cannot connect to {}: {e}", redact(url))),
+        Err(_) => Err(format!(
+            "no connection to {} within {PG_CONNECT:?}",
+            redact(url)
+        )),
+    }
+}
+
+/// The URL without its password (if any), for printing.
+fn redact(url: &str) -> String {
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[scheme_end..];
+    match rest.find('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &rest[..colon],
+                &rest[at..]
+            ),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+async fn postgres_section(cfg: &Config, cpus: usize) {
+    println!("== PostgreSQL: one cirrus instance vs two instances on the same database ==");
+    let admin_url = std::env::var("CIRRUS_BENCH_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
+    // Declared first, so dropped last: after both instances are killed.
+    let schema = match PgSchema::create(&admin_url).await {
+        Ok(s) => s,
+        Err(reason) => {
+            println!("PostgreSQL section skipped: {reason}");
+            println!("(set CIRRUS_BENCH_DATABASE_URL to a reachable server to run it)");
+            return;
+        }
+    };
+    let version = schema
+        .server_version()
+        .await
+        .unwrap_or_else(|| "?".to_string());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // In PostgreSQL mode the data directory holds only the dev signing key; both instances
+    // share it, so one token is good on both.
+    let data_dir = tmp.path().join("data");
+    let url = schema.url();
+
+    // Instance A alone (it applies the migrations to the fresh schema on start).
+    let (_a, a) = start_cirrus(&data_dir, Some(&url));
+    wait_healthy(a, "cirrus instance A").await;
+    let token = mint_token(&data_dir);
+    let seeded = seed(a, &token).await;
+    let workloads = workloads(&seeded);
+
+    println!(
+        "PostgreSQL {version} at {}, schema {}",
+        redact(&admin_url),
+        schema.name
+    );
+    println!(
+        "one instance: cirrus A at http://{a}; two instances: A plus B (started afterwards on the \
+         same database and data directory, i.e. the same signing key), each given half of the \
+         {} connections",
+        cfg.concurrency
+    );
+    for w in &workloads {
+        println!("  {:<34} response body {} bytes", w.name, w.response_bytes);
+    }
+
+    let mut one = Vec::new();
+    for w in &workloads {
+        eprintln!("running {} against one PostgreSQL instance ...", w.name);
+        one.push(load(cfg, &[a], w, &token).await);
+    }
+
+    let two_possible = cfg.concurrency >= 2;
+    let mut two = Vec::new();
+    let mut b_line = String::new();
+    let _b = if two_possible {
+        // Instance B: started only now, so that it took no CPU during the one-instance runs.
+        let (guard, b) = start_cirrus(&data_dir, Some(&url));
+        wait_healthy(b, "cirrus instance B").await;
+        // A write through A is visible through B, with the same token.
+        let (_, seen) = expect(
+            b,
+            &request("GET", b, &seeded.item_path, &token, None),
+            200,
+            "get configuration through instance B",
+        )
+        .await;
+        let seen: Value = serde_json::from_slice(&seen).expect("configuration JSON");
+        assert_eq!(
+            seen["id"].as_str(),
+            Some(seeded.id.as_str()),
+            "instance B sees another configuration"
+        );
+        assert_eq!(seen["description"], "bench", "instance B: {seen}");
+        b_line = format!("cirrus B at http://{b}");
+        for w in &workloads {
+            eprintln!("running {} against two PostgreSQL instances ...", w.name);
+            two.push(load(cfg, &[a, b], w, &token).await);
+        }
+        Some(guard)
+    } else {
+        None
+    };
+    if !b_line.is_empty() {
+        println!("{b_line}");
+    }
+    println!();
+
+    println!(
+        "{:<34} {:<12} {:>10} {:>10} {:>10} {:>8} {:>9}",
+        "workload", "setup", "req/s", "p50", "p99", "errors", "two/one"
+    );
+    println!("{}", "-".repeat(99));
+    let mut details = Vec::new();
+    let mut splits = Vec::new();
+    for (i, w) in workloads.iter().enumerate() {
+        let o1 = &one[i];
+        let mut rows = vec![("1 instance", o1, String::new())];
+        if let Some(o2) = two.get(i) {
+            let ratio = if o1.rps > 0.0 { o2.rps / o1.rps } else { 0.0 };
+            rows.push(("2 instances", o2, format!("{ratio:.2}x")));
+            let split: Vec<String> = o2
+                .per_target_rps
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect();
+            splits.push(format!(
+                "  {:<34} A {} / B {} req/s",
+                w.name, split[0], split[1]
+            ));
+        }
+        for (j, (setup, o, ratio)) in rows.iter().enumerate() {
+            let line = format!(
+                "{:<34} {:<12} {:>10.0} {:>10} {:>10} {:>8} {:>9}",
+                if j == 0 { w.name } else { "" },
+                setup,
+                o.rps,
+                fmt_ms(o.p50_us),
+                fmt_ms(o.p99_us),
+                o.errors,
+                ratio,
+            );
+            println!("{}", line.trim_end());
+            for (kind, n) in &o.error_kinds {
+                details.push(format!("  {} / {setup}: {n} x {kind}", w.name));
+            }
+        }
+    }
+    print_errors(details);
+    if two_possible {
+        println!("\nthroughput per instance in the two-instance runs:");
+        for s in splits {
+            println!("{s}");
+        }
+        println!(
+            "\nnote: {cpus} CPU(s) are shared by both cirrus instances, PostgreSQL and the load \
+             generator, so two/one here shows contention on one small machine (near or below \
+             1x is expected), not the capacity of instances on separate machines."
+        );
+    } else {
+        println!(
+            "\ntwo-instance runs skipped: CIRRUS_BENCH_CONCURRENCY must be at least 2 to give \
+             each instance a connection"
+        );
+    }
 }
