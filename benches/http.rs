@@ -810,6 +810,192 @@ async fn run(cfg: Config) {
     sqlite_section(&cfg).await;
     println!();
     postgres_section(&cfg, cpus).await;
+    println!();
+    odata_section(&cfg).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Section 3: OData queries in a tenant with 10,000 configurations (SQLite)
+
+/// Number of configurations in the query tenant (`CIRRUS_BENCH_QUERY_ITEMS`, default 10,000).
+fn query_items() -> usize {
+    std::env::var("CIRRUS_BENCH_QUERY_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// Percent-encodes a `$filter`/`$orderby` value for a request line.
+fn enc(v: &str) -> String {
+    v.replace('%', "%25")
+        .replace(' ', "%20")
+        .replace('\'', "%27")
+        .replace(',', "%2C")
+}
+
+async fn odata_section(cfg: &Config) {
+    let n = query_items();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = tmp.path().join("data");
+    let (_cirrus, cirrus) = start_cirrus(&data_dir, None);
+    wait_healthy(cirrus, "cirrus").await;
+    let token = mint_token(&data_dir);
+
+    // Seed n configurations through the API, 16 writers at a time.
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (0..16)
+        .map(|_| {
+            let (next, token) = (next.clone(), token.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= n {
+                        break;
+                    }
+                    let kind = if i % 3 == 0 {
+                        "windowsOfficeClientSecurityConfiguration"
+                    } else {
+                        "windowsOfficeClientConfiguration"
+                    };
+                    let body = json!({
+                        "@odata.type": format!("#microsoft.graph.{kind}"),
+                        "displayName": format!("cfg-{i:05}"),
+                        "description": if i % 2 == 0 { "even" } else { "odd" },
+                    })
+                    .to_string();
+                    expect(
+                        cirrus,
+                        &request("POST", cirrus, CONFIGS_PATH, &token, Some(&body)),
+                        201,
+                        "seed",
+                    )
+                    .await;
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("seed task");
+    }
+    let seeded_in = started.elapsed();
+
+    // Walk a full scan (default order, 100 per page) to page 90 through the nextLinks.
+    let prefix = format!("http://{cirrus}");
+    let mut path = format!("{CONFIGS_PATH}?$top=100");
+    let page1 = path.clone();
+    let mut page90 = None;
+    for page in 1..=90usize {
+        if page == 90 {
+            page90 = Some(path.clone());
+            break;
+        }
+        let (_, body) = expect(
+            cirrus,
+            &request("GET", cirrus, &path, &token, None),
+            200,
+            "scan page",
+        )
+        .await;
+        let v: Value = serde_json::from_slice(&body).expect("page JSON");
+        match v["@odata.nextLink"].as_str() {
+            Some(link) => {
+                path = link
+                    .strip_prefix(&prefix)
+                    .expect("nextLink on our base")
+                    .to_string()
+            }
+            None => break,
+        }
+    }
+    let filter =
+        enc("priority ge 1000 and startswith(displayName,'cfg-0') and description eq 'even'");
+    let orderby = enc("displayName desc,priority");
+    let query = format!("{CONFIGS_PATH}?$filter={filter}&$orderby={orderby}&$top=100&$count=true");
+    let (_, qbody) = expect(
+        cirrus,
+        &request("GET", cirrus, &query, &token, None),
+        200,
+        "filtered query",
+    )
+    .await;
+    let qv: Value = serde_json::from_slice(&qbody).expect("query JSON");
+
+    println!("== OData queries: one tenant with {n} configurations (cirrus on SQLite) ==");
+    println!(
+        "seeded {n} configurations through the API in {:.1} s; the filtered query matches {} (returns {} per page)",
+        seeded_in.as_secs_f64(),
+        qv["@odata.count"],
+        qv["value"].as_array().map_or(0, Vec::len)
+    );
+    let mut workloads = vec![Workload {
+        name: "$filter+$orderby+$top=100",
+        method: "GET",
+        path: query,
+        body: None,
+        expected: 200,
+        is_read: true,
+        response_bytes: qbody.len(),
+    }];
+    workloads.push(Workload {
+        name: "full scan, page 1",
+        method: "GET",
+        path: page1,
+        body: None,
+        expected: 200,
+        is_read: true,
+        response_bytes: 0,
+    });
+    match page90 {
+        Some(p) => workloads.push(Workload {
+            name: "full scan, page 90",
+            method: "GET",
+            path: p,
+            body: None,
+            expected: 200,
+            is_read: true,
+            response_bytes: 0,
+        }),
+        None => println!(
+            "fewer than 90 pages: page 90 not measured (set CIRRUS_BENCH_QUERY_ITEMS >= 9000)"
+        ),
+    }
+    println!();
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>8}",
+        "workload", "req/s", "p50", "p99", "errors"
+    );
+    println!("{}", "-".repeat(76));
+    let mut outcomes = Vec::new();
+    let mut details = Vec::new();
+    for w in &workloads {
+        eprintln!("running {} ...", w.name);
+        let o = load(cfg, &[cirrus], w, &token).await;
+        println!(
+            "{:<34} {:>10.0} {:>10} {:>10} {:>8}",
+            w.name,
+            o.rps,
+            fmt_ms(o.p50_us),
+            fmt_ms(o.p99_us),
+            o.errors
+        );
+        for (kind, k) in &o.error_kinds {
+            details.push(format!("  {}: {k} x {kind}", w.name));
+        }
+        outcomes.push(o);
+    }
+    print_errors(details);
+    if outcomes.len() == 3 && outcomes[1].p50_us > 0 && outcomes[2].rps > 0.0 {
+        let latency = f64::from(outcomes[2].p50_us) / f64::from(outcomes[1].p50_us);
+        let cost = outcomes[1].rps / outcomes[2].rps;
+        println!(
+            "\npage 90 vs page 1: p50 latency ratio {latency:.2}x, cost per request (1 / throughput) ratio {cost:.2}x"
+        );
+        println!(
+            "target (issue 4): page 90 costs <= 1.5x page 1: {}",
+            if cost <= 1.5 { "MET" } else { "NOT MET" }
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

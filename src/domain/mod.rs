@@ -366,15 +366,19 @@ impl Service {
             .kind
             .ok_or_else(|| GraphError::bad_request("The configuration type is missing."))?;
         let mut tx = self.begin(tenant).await?;
-        let used = tx.priorities().await?;
+        // Index lookups, not a scan: creating in a tenant with many configurations stays cheap.
         let priority = match input.priority {
             Some(p) => {
-                if let Some((holder, _)) = used.iter().find(|(_, q)| *q == p) {
-                    return Err(priority_conflict(p, *holder));
+                if let Some(holder) = tx.priority_holder(p).await? {
+                    return Err(priority_conflict(p, holder));
                 }
                 p
             }
-            None => next_free_priority(&used)?,
+            None => match tx.max_priority().await? {
+                None => 1,
+                Some(max) if max < i32::MAX => max + 1,
+                Some(_) => next_free_priority(&tx.priorities().await?)?,
+            },
         };
         let value = ClientConfiguration {
             id: Uuid::new_v4(),
@@ -420,12 +424,7 @@ impl Service {
         if let Some(p) = input.priority
             && p != value.priority
         {
-            if let Some((holder, _)) = tx
-                .priorities()
-                .await?
-                .into_iter()
-                .find(|(other, q)| *q == p && *other != id)
-            {
+            if let Some(holder) = tx.priority_holder(p).await?.filter(|other| *other != id) {
                 return Err(priority_conflict(p, holder));
             }
             value.priority = p;

@@ -210,6 +210,12 @@ impl TenantTx for InvalidatingTx {
     async fn priorities(&mut self) -> StorageResult<Vec<(Uuid, i32)>> {
         self.inner.priorities().await
     }
+    async fn priority_holder(&mut self, priority: i32) -> StorageResult<Option<Uuid>> {
+        self.inner.priority_holder(priority).await
+    }
+    async fn max_priority(&mut self) -> StorageResult<Option<i32>> {
+        self.inner.max_priority().await
+    }
     async fn insert_configuration(&mut self, v: &ClientConfiguration) -> StorageResult<()> {
         self.inner.insert_configuration(v).await
     }

@@ -110,6 +110,10 @@ pub trait TenantTx: Send {
     async fn configuration(&mut self, id: Uuid) -> StorageResult<Option<ClientConfiguration>>;
     /// `(id, priority)` of every configuration of the tenant.
     async fn priorities(&mut self) -> StorageResult<Vec<(Uuid, i32)>>;
+    /// The configuration holding a priority, if any (index lookup).
+    async fn priority_holder(&mut self, priority: i32) -> StorageResult<Option<Uuid>>;
+    /// The highest priority in use, if any (index lookup).
+    async fn max_priority(&mut self) -> StorageResult<Option<i32>>;
     async fn insert_configuration(&mut self, value: &ClientConfiguration) -> StorageResult<()>;
     async fn update_configuration(&mut self, value: &ClientConfiguration) -> StorageResult<()>;
     /// Deletes a configuration and its assignments; false if it did not exist.

@@ -16,6 +16,10 @@ pub const INSERT_OFFICE: &str = "INSERT INTO office_configurations (tenant_id, i
 pub const UPDATE_OFFICE: &str = "UPDATE office_configurations SET tenant_checkin_statuses = $1, tenant_user_checkin_summary = $2, version = $3 WHERE tenant_id = $4";
 pub const SELECT_CONFIGS: &str = "SELECT id, odata_type, display_name, description, priority, policy_payload, user_preference_payload, checkin_statuses, user_checkin_summary, last_modified_date_time, version FROM client_configurations WHERE tenant_id = $1 ORDER BY priority, id";
 pub const SELECT_CONFIG: &str = "SELECT id, odata_type, display_name, description, priority, policy_payload, user_preference_payload, checkin_statuses, user_checkin_summary, last_modified_date_time, version FROM client_configurations WHERE tenant_id = $1 AND id = $2";
+pub const SELECT_PRIORITY_HOLDER: &str =
+    "SELECT id FROM client_configurations WHERE tenant_id = $1 AND priority = $2 LIMIT 1";
+pub const SELECT_MAX_PRIORITY: &str =
+    "SELECT MAX(priority) FROM client_configurations WHERE tenant_id = $1";
 pub const SELECT_PRIORITIES: &str =
     "SELECT id, priority FROM client_configurations WHERE tenant_id = $1";
 pub const INSERT_CONFIG: &str = "INSERT INTO client_configurations (tenant_id, id, odata_type, display_name, description, priority, policy_payload, user_preference_payload, checkin_statuses, user_checkin_summary, last_modified_date_time, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
@@ -507,6 +511,29 @@ macro_rules! sql_engine {
                         ))
                     })
                     .collect()
+            }
+
+            async fn priority_holder(
+                &mut self,
+                priority: i32,
+            ) -> $crate::storage::StorageResult<Option<uuid::Uuid>> {
+                use $crate::storage::sql::*;
+                let id: Option<String> = sqlx::query_scalar(SELECT_PRIORITY_HOLDER)
+                    .bind(self.tenant.as_str())
+                    .bind(priority)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                id.map(|s| parse_uuid(&s, "id")).transpose()
+            }
+
+            async fn max_priority(&mut self) -> $crate::storage::StorageResult<Option<i32>> {
+                use $crate::storage::sql::*;
+                sqlx::query_scalar(SELECT_MAX_PRIORITY)
+                    .bind(self.tenant.as_str())
+                    .fetch_one(&mut *self.tx)
+                    .await
+                    .map_err(map_err)
             }
 
             async fn insert_configuration(
