@@ -14,7 +14,7 @@ use crate::model::{Assignment, ClientConfiguration, ConfigurationKind};
 use crate::odata::edm::{ASSIGNMENT, CLIENT_CONFIGURATION, OFFICE_CONFIGURATION};
 use crate::odata::paging;
 use crate::odata::query::{Expand, ParsedQuery, Select, Target as QueryTarget};
-use crate::storage::query::{CollectionQuery, EntitySet, SortColumn, SortKey};
+use crate::storage::query::{CollectionQuery, EntitySet, Param, SortColumn, SortKey};
 
 const CONFIGS: &str = "officeConfiguration/clientConfigurations";
 
@@ -86,6 +86,19 @@ fn sort_keys(q: &ParsedQuery, set: EntitySet) -> GraphResult<Vec<SortKey>> {
     Ok(keys)
 }
 
+/// Whether a decoded cursor has one value of the right type per sort key and a GUID id, so
+/// that a forged token can never bind a mistyped parameter.
+fn cursor_fits(order: &[SortKey], values: &[Param], last_id: &str) -> bool {
+    order.len() == values.len()
+        && Uuid::parse_str(last_id).is_ok()
+        && order.iter().zip(values).all(|(k, v)| match k.column {
+            SortColumn::DisplayName | SortColumn::Description => matches!(v, Param::Text(_)),
+            SortColumn::Priority | SortColumn::LastModifiedDateTime | SortColumn::Position => {
+                matches!(v, Param::Int(_))
+            }
+        })
+}
+
 /// Builds the storage query of a collection request, with its cursor decoded and checked.
 fn collection_query(
     ctx: &Ctx<'_>,
@@ -94,17 +107,23 @@ fn collection_query(
     kinds: Option<Vec<ConfigurationKind>>,
 ) -> GraphResult<CollectionQuery> {
     let binding = paging::binding(ctx.tenant().as_str(), ctx.path, ctx.query);
+    let order = sort_keys(q, set)?;
     let after = q
         .skiptoken
         .as_deref()
         .map(|t| paging::decode(t, binding))
         .transpose()?;
+    if let Some((values, last_id)) = &after
+        && !cursor_fits(&order, values, last_id)
+    {
+        return Err(paging::invalid_token());
+    }
     Ok(CollectionQuery {
         set,
         filter: q.filter.clone(),
         search: q.search.clone(),
         kinds,
-        order: sort_keys(q, set)?,
+        order,
         offset: if after.is_some() {
             0
         } else {
@@ -121,7 +140,7 @@ fn page_response(
     fragment: &str,
     items: Vec<Value>,
     count: Option<u64>,
-    next: Option<(Vec<crate::storage::query::Param>, String)>,
+    next: Option<(Vec<Param>, String)>,
     applied_page_size: Option<u32>,
 ) -> Response {
     let mut body = Map::new();

@@ -986,13 +986,14 @@ fn comparison(
             } else {
                 right
             };
+            // The call first: an unsupported function is the problem to report.
+            let inner = boolean(call, scope)?;
             let Literal::Boolean(b) = value else {
                 return Err(err_at(
                     *span,
                     "a function result can only be compared with true or false",
                 ));
             };
-            let inner = boolean(call, scope)?;
             return Ok(if *b == (op == CompareOp::Eq) {
                 inner
             } else {
@@ -1711,7 +1712,8 @@ mod tests {
         assert!(verr("priority gt null").contains("null"));
         assert!(verr("displayName eq description").contains("two properties"));
         assert!(verr("priority").contains("not a boolean"));
-        assert!(verr("tolower(displayName) eq 'x'").contains("true or false"));
+        assert!(verr("tolower(displayName) eq 'x'").contains("unsupported function 'tolower'"));
+        assert!(verr("startswith(displayName,'a') eq 'x'").contains("true or false"));
         assert!(verr("length(displayName)").contains("unsupported function"));
         assert!(verr("startswith(priority,'1')").contains("string property"));
         assert!(

@@ -61,22 +61,37 @@ struct Token {
     h: String,
 }
 
+/// The `h` of a token: the query binding and the cursor together, so that an edited cursor
+/// is refused like a token of another query (a checksum against tampering, not a secret: a
+/// cursor only ever positions the caller in its own tenant's result set).
+fn seal(keys: &[Param], last_id: &str, binding: u64) -> String {
+    let keys = serde_json::to_string(keys).unwrap_or_default();
+    format!(
+        "{:016x}",
+        fnv1a(&[&format!("{binding:016x}"), &keys, last_id])
+    )
+}
+
 pub fn encode(keys: Vec<Param>, last_id: String, binding: u64) -> String {
     let token = Token {
+        h: seal(&keys, &last_id, binding),
         k: keys,
         i: last_id,
-        h: format!("{binding:016x}"),
     };
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
 }
 
-/// Decodes a token and checks it belongs to this query and tenant.
+/// The error for a `$skiptoken` that is malformed, edited, or issued for another query or
+/// tenant.
+pub fn invalid_token() -> GraphError {
+    GraphError::bad_request(
+        "The $skiptoken is not valid for this request: use the @odata.nextLink exactly as returned, with the same query and tenant.",
+    )
+}
+
+/// Decodes a token and checks it belongs to this query and tenant and was not edited.
 pub fn decode(token: &str, binding: u64) -> GraphResult<(Vec<Param>, String)> {
-    let invalid = || {
-        GraphError::bad_request(
-            "The $skiptoken is not valid for this request: use the @odata.nextLink exactly as returned, with the same query and tenant.",
-        )
-    };
+    let invalid = invalid_token;
     if token.len() > 8192 {
         return Err(invalid());
     }
@@ -84,7 +99,7 @@ pub fn decode(token: &str, binding: u64) -> GraphResult<(Vec<Param>, String)> {
         .decode(token.trim_end_matches('='))
         .map_err(|_| invalid())?;
     let t: Token = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-    if t.h != format!("{binding:016x}") || t.k.len() > 8 || t.i.len() > 64 {
+    if t.k.len() > 8 || t.i.len() > 64 || t.h != seal(&t.k, &t.i, binding) {
         return Err(invalid());
     }
     Ok((t.k, t.i))
@@ -191,6 +206,12 @@ mod tests {
             .is_err()
         );
         assert!(decode("garbage!", b).is_err());
+        // An edited cursor with the binding left intact: refused too.
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&token).unwrap()).unwrap();
+        json["k"] = serde_json::json!([4, "x"]);
+        let edited = URL_SAFE_NO_PAD.encode(json.to_string());
+        assert!(decode(&edited, b).is_err());
     }
 
     #[test]

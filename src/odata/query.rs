@@ -163,7 +163,8 @@ impl ParsedQuery {
     }
 }
 
-/// Splits on `sep` outside parentheses and single-quoted strings.
+/// Splits a `$expand` value (or the options inside one item) on `sep` outside parentheses
+/// and single-quoted strings.
 fn split_top_level(s: &str, sep: char) -> GraphResult<Vec<&str>> {
     let mut out = Vec::new();
     let mut depth = 0usize;
@@ -174,9 +175,9 @@ fn split_top_level(s: &str, sep: char) -> GraphResult<Vec<&str>> {
             '\'' => quoted = !quoted,
             '(' if !quoted => depth += 1,
             ')' if !quoted => {
-                depth = depth
-                    .checked_sub(1)
-                    .ok_or_else(|| bad(format!("Unbalanced ')' at position {i}.")))?;
+                depth = depth.checked_sub(1).ok_or_else(|| {
+                    bad(format!("Invalid $expand: unbalanced ')' at position {i}."))
+                })?;
             }
             c if c == sep && !quoted && depth == 0 => {
                 out.push(&s[start..i]);
@@ -186,7 +187,7 @@ fn split_top_level(s: &str, sep: char) -> GraphResult<Vec<&str>> {
         }
     }
     if depth != 0 || quoted {
-        return Err(bad("Unbalanced parentheses or quotes."));
+        return Err(bad("Invalid $expand: unbalanced parentheses or quotes."));
     }
     out.push(&s[start..]);
     Ok(out)
@@ -521,7 +522,8 @@ mod tests {
         assert!(err("$expand=nothing").contains("'nothing'"));
         assert!(err("$expand=assignments($top=1)").contains("only $select"));
         assert!(err("$expand=assignments($select=priority)").contains("'priority'"));
-        assert!(err("$expand=assignments(").contains("Unbalanced"));
+        assert!(err("$expand=assignments(").contains("$expand: unbalanced"));
+        assert!(err("$expand=assignments)").contains("$expand: unbalanced ')'"));
         assert!(err("$expand=assignments,assignments").contains("more than once"));
         assert!(err("$orderby=colour").contains("'colour'"));
         assert!(err("$orderby=policyPayload").contains("cannot be used for sorting"));
