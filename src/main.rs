@@ -178,21 +178,20 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             now,
         )?)
         .context("minting the start-up token")?;
-    let base = cfg
-        .http
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
     if !addr.ip().is_loopback() {
         tracing::warn!(
             "dev identity mode is listening on the non-loopback address {addr}: anyone who can read {} can mint tokens",
             cfg.data_dir.display()
         );
     }
+    // The first line names the bound address (tools and tests read the port from it).
     println!(
-        "cirrus listening on {base}/beta (data in {})",
+        "cirrus listening on http://{addr}/beta (data in {})",
         cfg.data_dir.display()
     );
+    if let Some(public) = &cfg.http.public_url {
+        println!("public URL: {}/beta", public.trim_end_matches('/'));
+    }
     println!("dev token (tenant {DEV_TENANT}, 12 h, DeviceManagementConfiguration.ReadWrite.All):");
     println!("{token}");
     cirrus::config::serve(listener, state).await

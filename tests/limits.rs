@@ -27,3 +27,37 @@ async fn many_small_headers_are_fine_and_oversized_headers_get_a_graph_431() {
 }
 
 engine_tests!(many_small_headers_are_fine_and_oversized_headers_get_a_graph_431);
+
+/// `--public-url` puts the configured public base into context URLs, Location and nextLinks,
+/// even when the request comes in on another host.
+async fn configured_public_url_wins() {
+    let s = Server::start_with(&["--public-url", "https://graph.example.com/"]).await;
+    let t = s.token("contoso");
+    let created = s
+        .post(CONFIGS, &t, serde_json::json!({"@odata.type": WINDOWS}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = id_of(&created.json());
+    assert_eq!(
+        created.header("location"),
+        Some(
+            format!("https://graph.example.com/beta/officeConfiguration/clientConfigurations/{id}")
+                .as_str()
+        )
+    );
+    s.create_windows(&t, "second").await;
+    let page = s.get(&format!("{CONFIGS}?$top=1"), &t).await.json();
+    assert!(
+        page["@odata.context"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://graph.example.com/beta/$metadata#")
+    );
+    assert!(
+        page["@odata.nextLink"].as_str().unwrap().starts_with(
+            "https://graph.example.com/beta/officeConfiguration/clientConfigurations?"
+        )
+    );
+}
+
+engine_tests!(configured_public_url_wins);

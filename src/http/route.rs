@@ -167,8 +167,8 @@ pub fn parse(path: &str) -> GraphResult<Target> {
     }
     match rest {
         [] | [""] => return Ok(Target::ServiceRoot),
-        ["$metadata"] => return Ok(Target::Metadata),
-        ["$batch"] => return Ok(Target::Batch),
+        [s] if is(s, "$metadata") => return Ok(Target::Metadata),
+        [s] if is(s, "$batch") => return Ok(Target::Batch),
         _ => {}
     }
     let (first, rest) = rest.split_first().ok_or_else(|| segment_err(""))?;
@@ -351,6 +351,12 @@ mod tests {
                 id: id()
             }
         );
+    }
+
+    #[test]
+    fn system_segments_match_case_insensitively() {
+        assert_eq!(parse("/beta/$METADATA").unwrap(), Target::Metadata);
+        assert_eq!(parse("/Beta/$Batch").unwrap(), Target::Batch);
     }
 
     #[test]
