@@ -102,6 +102,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/openapi/graph.json", get(openapi))
         .fallback(handlers::graph)
         .with_state(state.clone())
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
@@ -120,6 +121,16 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         Ok(()) => "ready".into_response(),
         Err(e) => GraphError::from(e).into_response(),
     }
+}
+
+/// The OpenAPI document of the Graph API (no token needed), with the public service root.
+async fn openapi(State(state): State<Arc<AppState>>, headers: http::HeaderMap) -> Response {
+    let base = crate::odata::public_base(
+        &headers,
+        state.config.public_url.as_deref(),
+        &state.config.fallback_host,
+    );
+    axum::Json(crate::odata::openapi::document(&format!("{base}/beta"))).into_response()
 }
 
 fn valid_client_request_id(v: &HeaderValue) -> Option<String> {

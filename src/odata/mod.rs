@@ -4,6 +4,7 @@
 pub mod csdl;
 pub mod edm;
 pub mod filter;
+pub mod openapi;
 pub mod paging;
 pub mod query;
 
