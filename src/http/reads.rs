@@ -134,6 +134,30 @@ fn collection_query(
     })
 }
 
+/// The validated options and storage query of a configurations collection request.
+fn configurations_query(
+    ctx: &Ctx<'_>,
+    cast: Option<ConfigurationKind>,
+) -> GraphResult<(ParsedQuery, CollectionQuery)> {
+    let q = ParsedQuery::parse(
+        ctx.query,
+        configurations_type(cast),
+        QueryTarget::Collection,
+    )?;
+    let query = collection_query(ctx, &q, EntitySet::Configurations, cast.map(|k| vec![k]))?;
+    Ok((q, query))
+}
+
+/// The validated options and storage query of an assignments collection request.
+fn assignments_query(
+    ctx: &Ctx<'_>,
+    configuration_id: Uuid,
+) -> GraphResult<(ParsedQuery, CollectionQuery)> {
+    let q = ParsedQuery::parse(ctx.query, ASSIGNMENT, QueryTarget::Collection)?;
+    let query = collection_query(ctx, &q, EntitySet::Assignments { configuration_id }, None)?;
+    Ok((q, query))
+}
+
 /// Writes a collection page: context, count, nextLink, value.
 fn page_response(
     ctx: &Ctx<'_>,
@@ -239,12 +263,7 @@ pub(super) async fn list_configurations(
     ctx: &Ctx<'_>,
     cast: Option<ConfigurationKind>,
 ) -> GraphResult<Response> {
-    let q = ParsedQuery::parse(
-        ctx.query,
-        configurations_type(cast),
-        QueryTarget::Collection,
-    )?;
-    let query = collection_query(ctx, &q, EntitySet::Configurations, cast.map(|k| vec![k]))?;
+    let (q, query) = configurations_query(ctx, cast)?;
     let (size, applied) = paging::page_size(q.top, ctx.headers, ctx.state.config.page_size);
     let svc = &ctx.state.service;
     let page = svc
@@ -276,12 +295,7 @@ pub(super) async fn count_configurations(
     ctx: &Ctx<'_>,
     cast: Option<ConfigurationKind>,
 ) -> GraphResult<Response> {
-    let q = ParsedQuery::parse(
-        ctx.query,
-        configurations_type(cast),
-        QueryTarget::Collection,
-    )?;
-    let query = collection_query(ctx, &q, EntitySet::Configurations, cast.map(|k| vec![k]))?;
+    let (_, query) = configurations_query(ctx, cast)?;
     Ok(count_response(
         ctx.state.service.count(ctx.tenant(), &query).await?,
     ))
@@ -322,8 +336,7 @@ pub(super) async fn list_assignments(
     ctx: &Ctx<'_>,
     configuration_id: Uuid,
 ) -> GraphResult<Response> {
-    let q = ParsedQuery::parse(ctx.query, ASSIGNMENT, QueryTarget::Collection)?;
-    let query = collection_query(ctx, &q, EntitySet::Assignments { configuration_id }, None)?;
+    let (q, query) = assignments_query(ctx, configuration_id)?;
     let (size, applied) = paging::page_size(q.top, ctx.headers, ctx.state.config.page_size);
     let page = ctx
         .state
@@ -348,8 +361,7 @@ pub(super) async fn count_assignments(
     ctx: &Ctx<'_>,
     configuration_id: Uuid,
 ) -> GraphResult<Response> {
-    let q = ParsedQuery::parse(ctx.query, ASSIGNMENT, QueryTarget::Collection)?;
-    let query = collection_query(ctx, &q, EntitySet::Assignments { configuration_id }, None)?;
+    let (_, query) = assignments_query(ctx, configuration_id)?;
     Ok(count_response(
         ctx.state.service.count(ctx.tenant(), &query).await?,
     ))
