@@ -25,6 +25,27 @@ async fn two_instances() -> Option<(Server, Server)> {
     Some((a, b))
 }
 
+/// POSTs a JSON body in its own task; the task yields the status code.
+fn spawn_post(
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    body: Value,
+) -> tokio::task::JoinHandle<u16> {
+    tokio::spawn(async move {
+        client
+            .post(url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+}
+
 fn priorities(list: &Value) -> Vec<i64> {
     list["value"]
         .as_array()
@@ -81,18 +102,12 @@ async fn concurrent_creates_through_two_instances_never_share_a_priority() {
             a.client.clone(),
             t.clone(),
         );
-        tasks.push(tokio::spawn(async move {
-            client
-                .post(url)
-                .bearer_auth(t)
-                .header("content-type", "application/json")
-                .body(json!({"@odata.type": WINDOWS, "displayName": format!("c{i}")}).to_string())
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
+        tasks.push(spawn_post(
+            client,
+            url,
+            t,
+            json!({"@odata.type": WINDOWS, "displayName": format!("c{i}")}),
+        ));
     }
     for task in tasks {
         assert_eq!(task.await.unwrap(), 201);
@@ -133,18 +148,7 @@ async fn concurrent_update_priorities_through_two_instances_stay_unique() {
             json!({"officeConfigurationPolicyIds": ids, "officeConfigurationPriorities": perms[i % 4]})
         };
         let (client, t) = (a.client.clone(), t.clone());
-        tasks.push(tokio::spawn(async move {
-            client
-                .post(url)
-                .bearer_auth(t)
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
+        tasks.push(spawn_post(client, url, t, body));
     }
     for task in tasks {
         let status = task.await.unwrap();
@@ -180,18 +184,7 @@ async fn concurrent_assign_through_two_instances_never_half_applies() {
         let url = server.url(&format!("{}/assign", cfg(&id)));
         let body = json!({"officeConfigurationAssignments": set.iter().map(|g| json!({"target": group_target(g)})).collect::<Vec<_>>()});
         let (client, t) = (a.client.clone(), t.clone());
-        tasks.push(tokio::spawn(async move {
-            client
-                .post(url)
-                .bearer_auth(t)
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
+        tasks.push(spawn_post(client, url, t, body));
     }
     for task in tasks {
         assert_eq!(task.await.unwrap(), 200);
