@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::auth::dev::DevKey;
+use crate::auth::jwt::{JwtConfig, JwtVerifier};
 use crate::domain::{Service, SystemClock};
 use crate::http::{AppState, Authenticator, HttpConfig, TokenVerifier};
 use crate::storage::Store;
@@ -51,7 +52,20 @@ pub struct ServeConfig {
     /// Apply pending migrations on start.
     pub migrate: bool,
     pub http: HttpConfig,
+    /// How bearer tokens are verified.
+    pub auth: AuthMode,
 }
+
+/// The identity mode.
+#[derive(Clone, Debug, Default)]
+pub enum AuthMode {
+    /// HS256 tokens signed with the data directory's secret (`cirrus token`); zero setup.
+    #[default]
+    Dev,
+    /// Production: RS256/ES256 tokens from an identity provider, verified against its JWKS.
+    Jwt(JwtConfig),
+}
+
 
 /// Which engine a configuration selects.
 pub enum Database {
@@ -121,12 +135,15 @@ pub async fn build_state(cfg: &ServeConfig) -> anyhow::Result<Arc<AppState>> {
         Database::Postgres(_) => None,
     };
     let store = db.open(cfg.migrate).await?;
-    let key = DevKey::load_or_create(&cfg.data_dir)?;
+    let verifier = match &cfg.auth {
+        AuthMode::Dev => TokenVerifier::Dev(DevKey::load_or_create(&cfg.data_dir)?),
+        AuthMode::Jwt(jwt) => TokenVerifier::Jwt(JwtVerifier::start(jwt.clone()).await?),
+    };
     let mut http = cfg.http.clone();
     http.fallback_host = cfg.listen.to_string();
     Ok(Arc::new(AppState {
         service: Service::new(store, Arc::new(SystemClock)),
-        auth: Authenticator::new(TokenVerifier::Dev(key)),
+        auth: Authenticator::new(verifier),
         config: http,
         _data_dir_lock: lock,
     }))

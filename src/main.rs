@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use cirrus::auth::dev::{DevKey, TokenRequest, claims_for};
-use cirrus::config::ServeConfig;
+use cirrus::config::{AuthMode, ServeConfig};
 use cirrus::http::HttpConfig;
 
 /// The tenant of the token `cirrus serve` prints on start.
@@ -46,6 +46,8 @@ enum Command {
         /// Largest accepted request body, in bytes.
         #[arg(long, env = "CIRRUS_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
         max_body_bytes: usize,
+        #[command(flatten)]
+        auth: AuthArgs,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -82,6 +84,91 @@ enum Command {
     },
 }
 
+/// Identity: `dev` (zero setup) or `jwt` (production, tokens from an identity provider).
+#[derive(clap::Args)]
+struct AuthArgs {
+    /// Identity mode: dev (HS256 tokens from `cirrus token`) or jwt (RS256/ES256 tokens from an
+    /// identity provider such as Entra ID, verified against its JWKS).
+    #[arg(long = "auth", env = "CIRRUS_AUTH", value_enum, default_value_t = AuthModeArg::Dev)]
+    mode: AuthModeArg,
+    /// jwt mode: URL of the identity provider's JWKS
+    /// (Entra: https://login.microsoftonline.com/common/discovery/v2.0/keys).
+    #[arg(long, env = "CIRRUS_JWKS_URL", conflicts_with = "jwks_file")]
+    jwks_url: Option<String>,
+    /// jwt mode: a JWKS file instead of a URL.
+    #[arg(long, env = "CIRRUS_JWKS_FILE")]
+    jwks_file: Option<PathBuf>,
+    /// jwt mode: accepted issuer (repeatable; comma-separated in the variable); `{tenantid}`
+    /// must equal the token's `tid`. Default: Entra's v1 and v2 issuers.
+    #[arg(long = "issuer", env = "CIRRUS_ISSUER", value_delimiter = ',')]
+    issuers: Vec<String>,
+    /// jwt mode: accepted audience (repeatable; comma-separated in the variable).
+    /// Default: https://graph.microsoft.com and 00000003-0000-0000-c000-000000000000.
+    #[arg(long = "audience", env = "CIRRUS_AUDIENCE", value_delimiter = ',')]
+    audiences: Vec<String>,
+    /// jwt mode: at most one key refresh for unknown key ids per this many seconds.
+    #[arg(long, env = "CIRRUS_JWKS_MIN_REFRESH_SECS", default_value_t = 30.0)]
+    jwks_min_refresh_secs: f64,
+    /// jwt mode: refresh the keys in the background every this many seconds (0: never).
+    #[arg(long, env = "CIRRUS_JWKS_REFRESH_SECS", default_value_t = 3600.0)]
+    jwks_refresh_secs: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthModeArg {
+    Dev,
+    Jwt,
+}
+
+impl AuthArgs {
+    fn mode(self) -> anyhow::Result<AuthMode> {
+        use cirrus::auth::jwt::{JwtConfig, KeySource};
+        let secs = |name: &str, v: f64| {
+            anyhow::ensure!(
+                v.is_finite() && (0.0..=1e9).contains(&v),
+                "{name} must be a number of seconds"
+            );
+            Ok(std::time::Duration::from_secs_f64(v))
+        };
+        match self.mode {
+            AuthModeArg::Dev => {
+                anyhow::ensure!(
+                    self.jwks_url.is_none() && self.jwks_file.is_none(),
+                    "--jwks-url/--jwks-file need --auth jwt"
+                );
+                Ok(AuthMode::Dev)
+            }
+            AuthModeArg::Jwt => {
+                let keys = match (self.jwks_url, self.jwks_file) {
+                    (Some(url), None) => KeySource::Url(url),
+                    (None, Some(path)) => KeySource::File(path),
+                    _ => anyhow::bail!("--auth jwt needs --jwks-url URL or --jwks-file PATH"),
+                };
+                let mut cfg = JwtConfig::new(keys);
+                let clean = |v: Vec<String>| -> Vec<String> {
+                    v.into_iter()
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                };
+                let issuers = clean(self.issuers);
+                if !issuers.is_empty() {
+                    cfg.issuers = issuers;
+                }
+                let audiences = clean(self.audiences);
+                if !audiences.is_empty() {
+                    cfg.audiences = audiences;
+                }
+                cfg.min_refresh_interval =
+                    secs("--jwks-min-refresh-secs", self.jwks_min_refresh_secs)?;
+                let period = secs("--jwks-refresh-secs", self.jwks_refresh_secs)?;
+                cfg.refresh_interval = (!period.is_zero()).then_some(period);
+                Ok(AuthMode::Jwt(cfg))
+            }
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -92,6 +179,7 @@ fn main() -> anyhow::Result<()> {
             database_url,
             skip_migrations,
             max_body_bytes,
+            auth,
         } => {
             init_logging();
             let cfg = ServeConfig {
@@ -104,6 +192,7 @@ fn main() -> anyhow::Result<()> {
                     public_url,
                     ..HttpConfig::default()
                 },
+                auth: auth.mode()?,
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -162,11 +251,12 @@ fn init_logging() {
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let state = cirrus::config::build_state(&cfg).await?;
     let (listener, addr) = cirrus::config::bind(cfg.listen).await?;
-    let key = DevKey::load_or_create(&cfg.data_dir)?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let token = key
-        .mint(&claims_for(
-            &TokenRequest {
+    let dev_token = match &cfg.auth {
+        AuthMode::Jwt(_) => None,
+        AuthMode::Dev => {
+            let key = DevKey::load_or_create(&cfg.data_dir)?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let req = TokenRequest {
                 tenant: DEV_TENANT.into(),
                 user: Some(DEV_USER.into()),
                 upn: Some("admin@contoso.example".into()),
@@ -174,16 +264,19 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 roles: None,
                 groups: None,
                 expires_in: 12 * 3600,
-            },
-            now,
-        )?)
-        .context("minting the start-up token")?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(
-            "dev identity mode is listening on the non-loopback address {addr}: anyone who can read {} can mint tokens",
-            cfg.data_dir.display()
-        );
-    }
+            };
+            let token = key
+                .mint(&claims_for(&req, now)?)
+                .context("minting the start-up token")?;
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    "dev identity mode is listening on the non-loopback address {addr}: anyone who can read {} can mint tokens",
+                    cfg.data_dir.display()
+                );
+            }
+            Some(token)
+        }
+    };
     // The first line names the bound address (tools and tests read the port from it).
     println!(
         "cirrus listening on http://{addr}/beta (data in {})",
@@ -192,8 +285,20 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     if let Some(public) = &cfg.http.public_url {
         println!("public URL: {}/beta", public.trim_end_matches('/'));
     }
-    println!("dev token (tenant {DEV_TENANT}, 12 h, DeviceManagementConfiguration.ReadWrite.All):");
-    println!("{token}");
+    match (&cfg.auth, dev_token) {
+        (AuthMode::Jwt(jwt), _) => println!(
+            "identity: jwt (keys from {}; issuers {}; audiences {})",
+            jwt.keys,
+            jwt.issuers.join(", "),
+            jwt.audiences.join(", ")
+        ),
+        (AuthMode::Dev, token) => {
+            println!(
+                "dev token (tenant {DEV_TENANT}, 12 h, DeviceManagementConfiguration.ReadWrite.All):"
+            );
+            println!("{}", token.unwrap_or_default());
+        }
+    }
     cirrus::config::serve(listener, state).await
 }
 

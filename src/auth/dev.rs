@@ -42,6 +42,9 @@ pub struct Claims {
     pub preferred_username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub appid: Option<String>,
+    /// The client app in v2 tokens (`appid` in v1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub azp: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scp: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,7 +180,7 @@ pub fn principal_from_claims(c: Claims) -> GraphResult<Principal> {
         kind,
         object_id: c.oid,
         user_principal_name: c.upn.or(c.preferred_username),
-        app_id: c.appid,
+        app_id: c.appid.or(c.azp),
         permissions,
         groups: c.groups.unwrap_or_default(),
     })
@@ -239,6 +242,7 @@ pub fn claims_for(req: &TokenRequest, now: i64) -> anyhow::Result<Claims> {
         groups: split(&req.groups),
         idtyp: Some(idtyp.into()),
         preferred_username: None,
+        azp: None,
     })
 }
 

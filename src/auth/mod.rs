@@ -3,6 +3,7 @@
 //! and [`Principal::authorize`] decides, answering Graph's 401/403.
 
 pub mod dev;
+pub mod jwt;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
@@ -90,10 +91,18 @@ impl Principal {
 
 /// Remembers tokens that verified, until they expire, so a client sending the same token on
 /// every request pays for the signature check once. Keyed by the whole token (never a hash that
-/// could collide); only successes are kept; bounded (it starts over when full).
+/// could collide); only successes are kept; bounded (it starts over when full). Entries carry
+/// the key-set generation they were verified under: when the keys change (jwt mode), it starts
+/// over, so a token signed by a key that was dropped is not accepted from the cache.
 #[derive(Default)]
 pub struct VerifiedTokens {
-    map: RwLock<HashMap<String, (Principal, i64)>>,
+    map: RwLock<CachedTokens>,
+}
+
+#[derive(Default)]
+struct CachedTokens {
+    generation: u64,
+    tokens: HashMap<String, (Principal, i64)>,
 }
 
 const MAX_CACHED_TOKENS: usize = 10_000;
@@ -105,23 +114,47 @@ impl VerifiedTokens {
         now: i64,
         verify: impl FnOnce(&str) -> GraphResult<(Principal, i64)>,
     ) -> GraphResult<Principal> {
-        if let Ok(map) = self.map.read()
-            && let Some((principal, exp)) = map.get(token)
-            && now < *exp
-        {
-            return Ok(principal.clone());
+        if let Some(principal) = self.get(token, now, 0) {
+            return Ok(principal);
         }
         let (principal, exp) = verify(token)?;
-        if let Ok(mut map) = self.map.write() {
-            if map.len() >= MAX_CACHED_TOKENS {
-                map.retain(|_, (_, e)| now < *e);
-                if map.len() >= MAX_CACHED_TOKENS {
-                    map.clear();
-                }
-            }
-            map.insert(token.to_string(), (principal.clone(), exp));
-        }
+        self.insert(token, &principal, exp, now, 0);
         Ok(principal)
+    }
+
+    /// A cached principal for `token`, if it verified under key generation `generation` and has
+    /// not expired.
+    pub fn get(&self, token: &str, now: i64, generation: u64) -> Option<Principal> {
+        let map = self.map.read().ok()?;
+        if map.generation != generation {
+            return None;
+        }
+        map.tokens
+            .get(token)
+            .filter(|(_, exp)| now < *exp)
+            .map(|(p, _)| p.clone())
+    }
+
+    /// Remembers a token verified under key generation `generation`, valid until `exp`.
+    pub fn insert(&self, token: &str, principal: &Principal, exp: i64, now: i64, generation: u64) {
+        let Ok(mut map) = self.map.write() else {
+            return;
+        };
+        if map.generation != generation {
+            if generation < map.generation {
+                return; // verified under keys that have since been replaced
+            }
+            map.generation = generation;
+            map.tokens.clear();
+        }
+        if map.tokens.len() >= MAX_CACHED_TOKENS {
+            map.tokens.retain(|_, (_, e)| now < *e);
+            if map.tokens.len() >= MAX_CACHED_TOKENS {
+                map.tokens.clear();
+            }
+        }
+        map.tokens
+            .insert(token.to_string(), (principal.clone(), exp));
     }
 }
 
@@ -179,6 +212,15 @@ mod tests {
         assert!(cache.get_or_verify("t", 100, expired).is_err());
         assert!(cache.get_or_verify("u", 1, expired).is_err());
         assert!(cache.get_or_verify("u", 1, ok).is_ok());
+        // A new key generation starts over; an entry from an older one is not kept.
+        let p = principal(TokenKind::Delegated, &[READ_ALL]);
+        assert!(cache.get("u", 1, 0).is_some());
+        assert!(cache.get("u", 1, 1).is_none());
+        cache.insert("v", &p, 100, 1, 1);
+        assert!(cache.get("v", 1, 1).is_some());
+        assert!(cache.get("u", 1, 1).is_none());
+        cache.insert("w", &p, 100, 1, 0);
+        assert!(cache.get("w", 1, 1).is_none());
     }
 
     #[test]

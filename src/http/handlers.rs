@@ -88,7 +88,7 @@ async fn handle(state: &AppState, req: Request) -> GraphResult<Response> {
         let service_root = service_root(state, &parts.headers);
         return public(target, &service_root);
     }
-    let principal = state.auth.authenticate(&parts.headers)?;
+    let principal = state.auth.authenticate(&parts.headers).await?;
     let target = routed?;
     if !target.allows(&parts.method) {
         return Err(GraphError::MethodNotAllowed {

@@ -21,13 +21,17 @@ use http::{HeaderValue, StatusCode};
 use serde_json::json;
 
 use crate::auth::dev::DevKey;
+use crate::auth::jwt::JwtVerifier;
 use crate::auth::{Principal, VerifiedTokens, bearer_token};
 use crate::domain::Service;
 use crate::error::{ErrorInfo, GraphError, GraphResult};
 
 /// How tokens are verified.
 pub enum TokenVerifier {
+    /// HS256 with the data directory's secret (`cirrus token`).
     Dev(DevKey),
+    /// RS256/ES256 from an identity provider, against its JWKS.
+    Jwt(Arc<JwtVerifier>),
 }
 
 pub struct Authenticator {
@@ -43,13 +47,27 @@ impl Authenticator {
         }
     }
 
-    pub fn authenticate(&self, headers: &http::HeaderMap) -> GraphResult<Principal> {
+    pub fn verifier(&self) -> &TokenVerifier {
+        &self.verifier
+    }
+
+    pub async fn authenticate(&self, headers: &http::HeaderMap) -> GraphResult<Principal> {
         let token = bearer_token(headers.get(http::header::AUTHORIZATION))?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let generation = match &self.verifier {
+            TokenVerifier::Dev(_) => 0,
+            TokenVerifier::Jwt(v) => v.generation(),
+        };
+        if let Some(principal) = self.verified.get(token, now, generation) {
+            return Ok(principal);
+        }
+        let (principal, exp) = match &self.verifier {
+            TokenVerifier::Dev(key) => key.verify(token)?,
+            TokenVerifier::Jwt(v) => v.verify(token).await?,
+        };
         self.verified
-            .get_or_verify(token, now, |t| match &self.verifier {
-                TokenVerifier::Dev(key) => key.verify(t),
-            })
+            .insert(token, &principal, exp, now, generation);
+        Ok(principal)
     }
 }
 
