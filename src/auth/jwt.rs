@@ -169,8 +169,8 @@ fn malformed() -> GraphError {
     GraphError::InvalidToken("CompactToken parsing failed: the access token is malformed.".into())
 }
 
-/// The `alg` and `kid` of a token's header, read without trusting anything else in it.
-fn header_of(token: &str) -> GraphResult<(String, Option<String>)> {
+/// The `alg` and `kid` of a token's header (and the header), read without trusting anything else.
+fn header_of(token: &str) -> GraphResult<(String, Option<String>, Value)> {
     let mut parts = token.split('.');
     let (Some(header), Some(_), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -190,7 +190,58 @@ fn header_of(token: &str) -> GraphResult<(String, Option<String>)> {
         .get("kid")
         .and_then(Value::as_str)
         .map(str::to_string);
-    Ok((alg, kid))
+    Ok((alg, kid, header))
+}
+
+/// Entra signs access tokens for Microsoft Graph over a header whose `nonce` is the hex SHA-256
+/// of the `nonce` it sends; this is the token as it was signed (`None` without a `nonce`).
+fn with_hashed_nonce(token: &str, header: &Value) -> Option<String> {
+    use sha2::Digest as _;
+    let nonce = header.get("nonce")?.as_str()?;
+    let hashed: String = sha2::Sha256::digest(nonce.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut header = header.clone();
+    header["nonce"] = Value::String(hashed);
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_string(&header).ok()?);
+    let (_, rest) = token.split_once('.')?;
+    Some(format!("{encoded}.{rest}"))
+}
+
+/// Why jsonwebtoken refused a token, in the words of the `WWW-Authenticate` description.
+fn explain(
+    e: &jsonwebtoken::errors::Error,
+    alg: &str,
+    key: Algorithm,
+    audiences: &[String],
+) -> GraphError {
+    match e.kind() {
+        ErrorKind::InvalidSignature => invalid("the signature is invalid."),
+        ErrorKind::InvalidAlgorithm => invalid(format!(
+            "the token's algorithm '{alg}' does not match its signing key ({key:?})."
+        )),
+        ErrorKind::ExpiredSignature => GraphError::InvalidToken(
+            "Access token has expired or is not yet valid: the token is expired.".into(),
+        ),
+        ErrorKind::ImmatureSignature => GraphError::InvalidToken(
+            "Access token has expired or is not yet valid: the token is not valid yet (nbf)."
+                .into(),
+        ),
+        ErrorKind::InvalidAudience => invalid(format!(
+            "invalid audience (accepted: {}).",
+            audiences.join(", ")
+        )),
+        ErrorKind::MissingRequiredClaim(c) => {
+            invalid(format!("the required claim '{c}' is missing."))
+        }
+        ErrorKind::InvalidToken
+        | ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_) => malformed(),
+        _ => invalid("the signature could not be verified."),
+    }
 }
 
 /// Does `iss` match `pattern` for tenant `tid`?
@@ -349,7 +400,7 @@ impl JwtVerifier {
                 "Access token validation failure: the access token is larger than {MAX_TOKEN_LEN} bytes."
             )));
         }
-        let (alg, kid) = header_of(token)?;
+        let (alg, kid, header) = header_of(token)?;
         match alg.as_str() {
             "RS256" | "ES256" => {}
             a if a.eq_ignore_ascii_case("none") => {
@@ -387,36 +438,19 @@ impl JwtVerifier {
         validation.validate_nbf = true;
         validation.set_audience(&self.config.audiences);
         validation.set_required_spec_claims(&["exp", "aud", "iss"]);
-        let data =
-            jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, &validation)
-                .map_err(|e| {
-                    match e.kind() {
-            ErrorKind::InvalidSignature => invalid("the signature is invalid."),
-            ErrorKind::InvalidAlgorithm => invalid(format!(
-                "the token's algorithm '{alg}' does not match its signing key ({:?}).",
-                key.algorithm
-            )),
-            ErrorKind::ExpiredSignature => GraphError::InvalidToken(
-                "Access token has expired or is not yet valid: the token is expired.".into(),
-            ),
-            ErrorKind::ImmatureSignature => GraphError::InvalidToken(
-                "Access token has expired or is not yet valid: the token is not valid yet (nbf)."
-                    .into(),
-            ),
-            ErrorKind::InvalidAudience => invalid(format!(
-                "invalid audience (accepted: {}).",
-                self.config.audiences.join(", ")
-            )),
-            ErrorKind::MissingRequiredClaim(c) => {
-                invalid(format!("the required claim '{c}' is missing."))
+        let decode = |t: &str| {
+            jsonwebtoken::decode::<serde_json::Map<String, Value>>(t, &key.key, &validation)
+        };
+        let data = match decode(token) {
+            Err(e) if *e.kind() == ErrorKind::InvalidSignature => {
+                match with_hashed_nonce(token, &header) {
+                    Some(signed) => decode(&signed),
+                    None => Err(e),
+                }
             }
-            ErrorKind::InvalidToken
-            | ErrorKind::Base64(_)
-            | ErrorKind::Json(_)
-            | ErrorKind::Utf8(_) => malformed(),
-            _ => invalid("the signature could not be verified."),
+            other => other,
         }
-                })?;
+        .map_err(|e| explain(&e, &alg, key.algorithm, &self.config.audiences))?;
         let mut claims = data.claims;
         // `aud` (a string or an array) was checked above; the principal does not need it.
         claims.remove("aud");
@@ -618,6 +652,31 @@ mod tests {
         let rs_header = b64(r#"{"alg":"RS256","kid":"ec1","typ":"JWT"}"#);
         let forged = format!("{rs_header}.{}", es.split_once('.').unwrap().1);
         assert!(refusal(&v, &forged).await.contains("does not match"));
+    }
+
+    #[tokio::test]
+    async fn entra_graph_tokens_with_a_header_nonce_verify() {
+        use sha2::Digest as _;
+        let (v, _dir) = verifier().await;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let nonce = "AbCdEf-nonce_123";
+        let hashed: String = sha2::Sha256::digest(nonce.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let header = |n: &str| {
+            format!(r#"{{"typ":"JWT","nonce":"{n}","alg":"ES256","x5t":"x","kid":"ec1"}}"#)
+        };
+        let payload = b64(&claims().to_string());
+        let signed = format!("{}.{payload}", b64(&header(&hashed)));
+        let sig =
+            jsonwebtoken::crypto::sign(signed.as_bytes(), &ec_key().0, Algorithm::ES256).unwrap();
+        // As Entra sends it: the original nonce in the header.
+        let sent = format!("{}.{payload}.{sig}", b64(&header(nonce)));
+        assert!(v.verify(&sent).await.is_ok());
+        // A different nonce does not verify.
+        let other = format!("{}.{payload}.{sig}", b64(&header("other")));
+        assert!(refusal(&v, &other).await.contains("signature"));
     }
 
     #[tokio::test]
