@@ -180,6 +180,9 @@ fn start_cirrus(data_dir: &Path, database_url: Option<&str>) -> (ChildGuard, Soc
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(data_dir)
+        // The load would otherwise be throttled (Intune's limits are the default).
+        .arg("--throttle")
+        .arg("off")
         // The engine is chosen here, not by whatever the caller's environment says.
         .env_remove("CIRRUS_DATABASE_URL")
         .env_remove("CIRRUS_SKIP_MIGRATIONS");

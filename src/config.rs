@@ -66,7 +66,6 @@ pub enum AuthMode {
     Jwt(JwtConfig),
 }
 
-
 /// Which engine a configuration selects.
 pub enum Database {
     Sqlite(PathBuf),
@@ -144,6 +143,7 @@ pub async fn build_state(cfg: &ServeConfig) -> anyhow::Result<Arc<AppState>> {
     Ok(Arc::new(AppState {
         service: Service::new(store, Arc::new(SystemClock)),
         auth: Authenticator::new(verifier),
+        throttle: crate::http::throttle::Throttle::new(http.throttle.clone()),
         config: http,
         _data_dir_lock: lock,
     }))

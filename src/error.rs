@@ -32,6 +32,13 @@ pub enum GraphError {
     NotImplemented(String),
     #[error("The service is temporarily unavailable. Please retry again later.")]
     Unavailable { retry_after_secs: u64 },
+    /// Over a throttling limit (graph-conventions.md §11); `message` starts with Graph's
+    /// "Please retry again later." and names the limit.
+    #[error("{message}")]
+    TooManyRequests {
+        retry_after_secs: u64,
+        message: String,
+    },
     /// Anything unexpected: logged in full, answered with a generic message.
     #[error("An internal error occurred.")]
     Internal(#[source] anyhow::Error),
@@ -61,6 +68,7 @@ impl GraphError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -80,6 +88,7 @@ impl GraphError {
             Self::UnsupportedMediaType(_) => "UnsupportedMediaType",
             Self::NotImplemented(_) => "NotImplemented",
             Self::Unavailable { .. } => "ServiceUnavailable",
+            Self::TooManyRequests { .. } => "TooManyRequests",
             Self::Internal(_) => "InternalServerError",
         }
     }
@@ -112,7 +121,10 @@ impl IntoResponse for GraphError {
                     headers.insert(http::header::WWW_AUTHENTICATE, v);
                 }
             }
-            Self::Unavailable { retry_after_secs } => {
+            Self::Unavailable { retry_after_secs }
+            | Self::TooManyRequests {
+                retry_after_secs, ..
+            } => {
                 headers.insert(http::header::RETRY_AFTER, (*retry_after_secs).into());
             }
             _ => {}

@@ -47,6 +47,8 @@ enum Command {
         #[arg(long, env = "CIRRUS_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
         max_body_bytes: usize,
         #[command(flatten)]
+        throttle: ThrottleArgs,
+        #[command(flatten)]
         auth: AuthArgs,
     },
     /// Apply pending database migrations and exit.
@@ -169,6 +171,48 @@ impl AuthArgs {
     }
 }
 
+/// Throttling (Intune's published limits by default; per instance).
+#[derive(clap::Args)]
+struct ThrottleArgs {
+    /// Throttle Graph requests: on|off (off for benchmarks).
+    #[arg(long = "throttle", env = "CIRRUS_THROTTLE", default_value = "on",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    enabled: bool,
+    /// Writes (POST/PUT/PATCH/DELETE) per window per tenant.
+    #[arg(long = "throttle-tenant-writes", env = "CIRRUS_THROTTLE_TENANT_WRITES", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    tenant_writes: u32,
+    /// Writes per window per app per tenant.
+    #[arg(long = "throttle-app-writes", env = "CIRRUS_THROTTLE_APP_WRITES", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    app_writes: u32,
+    /// Requests of any method per window per tenant.
+    #[arg(long = "throttle-tenant-requests", env = "CIRRUS_THROTTLE_TENANT_REQUESTS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    tenant_requests: u32,
+    /// Requests of any method per window per app per tenant.
+    #[arg(long = "throttle-app-requests", env = "CIRRUS_THROTTLE_APP_REQUESTS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    app_requests: u32,
+    /// Length of the throttling window, in seconds.
+    #[arg(long = "throttle-window-secs", env = "CIRRUS_THROTTLE_WINDOW_SECS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    window_secs: u64,
+}
+
+impl ThrottleArgs {
+    fn config(&self) -> cirrus::http::throttle::ThrottleConfig {
+        cirrus::http::throttle::ThrottleConfig {
+            enabled: self.enabled,
+            tenant_writes: self.tenant_writes,
+            app_writes: self.app_writes,
+            tenant_requests: self.tenant_requests,
+            app_requests: self.app_requests,
+            window: std::time::Duration::from_secs(self.window_secs),
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -179,6 +223,7 @@ fn main() -> anyhow::Result<()> {
             database_url,
             skip_migrations,
             max_body_bytes,
+            throttle,
             auth,
         } => {
             init_logging();
@@ -190,6 +235,7 @@ fn main() -> anyhow::Result<()> {
                 http: HttpConfig {
                     max_body_bytes,
                     public_url,
+                    throttle: throttle.config(),
                     ..HttpConfig::default()
                 },
                 auth: auth.mode()?,

@@ -629,3 +629,50 @@ engine_tests!(
     cached_keys_keep_working_while_the_key_endpoint_is_down,
     keys_from_a_jwks_file,
 );
+
+/// The `CIRRUS_*` variables configure jwt mode like the flags (lists comma-separated).
+#[tokio::test]
+async fn jwt_mode_from_environment_variables() {
+    use std::io::BufRead as _;
+    let ec = ec_key("e");
+    let idp = Idp::start(&[&ec]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cirrus"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .env("CIRRUS_AUTH", "jwt")
+        .env("CIRRUS_JWKS_URL", &idp.url)
+        .env(
+            "CIRRUS_ISSUER",
+            "https://a.example/{tenantid}, https://b.example/",
+        )
+        .env("CIRRUS_AUDIENCE", "api://one,api://two")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(2)
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines[0].starts_with("cirrus listening on http://127.0.0.1:"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "identity: jwt (keys from {}; issuers https://a.example/{{tenantid}}, https://b.example/; audiences api://one, api://two)",
+            idp.url
+        )
+    );
+    assert_eq!(idp.hits(), 1, "keys fetched at start-up");
+}

@@ -98,6 +98,15 @@ async fn handle(state: &AppState, req: Request) -> GraphResult<Response> {
     if let Some(access) = target.access(&parts.method) {
         principal.authorize(access)?;
     }
+    // Throttling, before anything runs (a refused request has no effect). The `$batch` POST
+    // itself is not counted: each of its sub-requests comes back through here and counts.
+    if !matches!(target, Target::Batch) {
+        state.throttle.check(
+            principal.tenant.as_str(),
+            principal.app_id.as_deref(),
+            super::throttle::is_write(&parts.method),
+        )?;
+    }
     let query = QueryOptions::parse(parts.uri.query())?;
     let _ids = parts.extensions.get::<RequestIds>();
     let base = public_base(state, &parts.headers);

@@ -7,6 +7,7 @@ pub mod body;
 pub mod handlers;
 mod reads;
 pub mod route;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +86,8 @@ pub struct HttpConfig {
     pub fallback_host: String,
     /// Server-driven page size of collections (a client's `$top` or `odata.maxpagesize` wins).
     pub page_size: u32,
+    /// Throttling limits (Intune's published ones by default).
+    pub throttle: throttle::ThrottleConfig,
 }
 
 impl Default for HttpConfig {
@@ -96,6 +99,7 @@ impl Default for HttpConfig {
             public_url: None,
             fallback_host: "localhost".into(),
             page_size: crate::odata::paging::DEFAULT_PAGE_SIZE,
+            throttle: throttle::ThrottleConfig::default(),
         }
     }
 }
@@ -104,6 +108,8 @@ pub struct AppState {
     pub service: Service,
     pub auth: Authenticator,
     pub config: HttpConfig,
+    /// Per-instance throttling counters (built from `config.throttle`).
+    pub throttle: throttle::Throttle,
     /// Keeps the embedded engine's data directory locked while the server lives.
     pub _data_dir_lock: Option<crate::config::DataDirLock>,
 }
@@ -167,6 +173,7 @@ fn default_code(status: StatusCode) -> &'static str {
         408 => "RequestTimeout",
         413 => "RequestEntityTooLarge",
         415 => "UnsupportedMediaType",
+        429 => "TooManyRequests",
         431 => "RequestHeaderFieldsTooLarge",
         503 => "ServiceUnavailable",
         _ => "InternalServerError",

@@ -423,13 +423,21 @@ impl Server {
 }
 
 /// Starts `cirrus serve` on an ephemeral port; returns the process and its base URL.
+///
+/// Throttling is OFF by default here: several suites send far more than Intune's 100 writes per
+/// 20 s per app (the paging tests create 250 configurations). A test that exercises throttling
+/// passes `--throttle on` (and usually low limits) itself — see tests/throttle.rs.
 async fn spawn(data_dir: &std::path::Path, extra_args: &[String]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cirrus"))
-        .arg("serve")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cirrus"));
+    cmd.arg("serve")
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--data-dir")
-        .arg(data_dir)
+        .arg(data_dir);
+    if !extra_args.iter().any(|a| a == "--throttle") {
+        cmd.arg("--throttle").arg("off");
+    }
+    let mut child = cmd
         .args(extra_args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
