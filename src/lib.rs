@@ -11,4 +11,5 @@ pub mod error;
 pub mod http;
 pub mod model;
 pub mod odata;
+pub mod policy;
 pub mod storage;

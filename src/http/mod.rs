@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod body;
+pub mod client;
 pub mod handlers;
 mod reads;
 pub mod route;
@@ -126,6 +127,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/cirrus/v1/client/policy", get(client::policy))
         .route("/openapi/graph.json", get(openapi))
         .fallback(handlers::graph)
         .with_state(state.clone())

@@ -19,7 +19,7 @@ pub const MAX_PAGE_SIZE: u32 = 999;
 
 /// FNV-1a: stable across processes and versions (unlike `DefaultHasher`), which a token that
 /// any instance may decode needs.
-fn fnv1a(parts: &[&str]) -> u64 {
+pub fn fnv1a(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for b in part.bytes().chain(std::iter::once(0xff)) {
