@@ -100,11 +100,15 @@ pub fn next_free_priority(used: &[(Uuid, i32)]) -> GraphResult<i32> {
 /// Checks a body's `id` against the id in the path (GUIDs compare case-insensitively).
 fn check_body_id(body_id: Option<&str>, path_id: Uuid) -> GraphResult<()> {
     match body_id {
-        Some(s) if parse_guid(s) != Some(path_id) => Err(GraphError::bad_request(format!(
-            "The 'id' in the request body ('{s}') does not match the id in the URL ('{path_id}'); an id cannot be changed."
-        ))),
+        Some(s) if parse_guid(s) != Some(path_id) => Err(id_mismatch(s, path_id)),
         _ => Ok(()),
     }
+}
+
+fn id_mismatch(body_id: impl std::fmt::Display, path_id: Uuid) -> GraphError {
+    GraphError::bad_request(format!(
+        "The 'id' in the request body ('{body_id}') does not match the id in the URL ('{path_id}'); an id cannot be changed."
+    ))
 }
 
 /// The result of `updatePriorities`, computed before anything is written: every id must exist,
@@ -536,16 +540,6 @@ impl Service {
 
     // ---- assignments ------------------------------------------------------------------------
 
-    pub async fn assignments(
-        &self,
-        tenant: &TenantId,
-        configuration_id: Uuid,
-    ) -> GraphResult<Vec<Assignment>> {
-        // A missing parent is a 404, not an empty list.
-        self.configuration(tenant, configuration_id).await?;
-        Ok(self.store.assignments(tenant, configuration_id).await?)
-    }
-
     pub async fn assignment(
         &self,
         tenant: &TenantId,
@@ -636,9 +630,7 @@ impl Service {
         if let Some(b) = body_id
             && b != id
         {
-            return Err(GraphError::bad_request(format!(
-                "The 'id' in the request body ('{b}') does not match the id in the URL ('{id}'); an id cannot be changed."
-            )));
+            return Err(id_mismatch(b, id));
         }
         if let Some(target) = target {
             if let Some(other) = existing.iter().find(|a| a.id != id && a.target == target) {

@@ -319,7 +319,12 @@ pub(super) async fn configuration(
         )));
     }
     let assignments = if expand_of(&q, "assignments").is_some() {
-        Some(svc.assignments(ctx.tenant(), id).await?)
+        Some(
+            svc.assignments_of(ctx.tenant(), &[id])
+                .await?
+                .remove(&id)
+                .unwrap_or_default(),
+        )
     } else {
         None
     };

@@ -109,21 +109,6 @@ impl QueryOptions {
         }
         Ok(Self { options })
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.options.is_empty()
-    }
-
-    /// Until the OData query engine lands, query options are refused loudly rather than
-    /// silently ignored (Graph's silent ignoring is a known source of bugs).
-    pub fn reject_all(&self) -> GraphResult<()> {
-        match self.options.first() {
-            None => Ok(()),
-            Some((name, _)) => Err(GraphError::NotImplemented(format!(
-                "The query option '${name}' is not supported by this server yet."
-            ))),
-        }
-    }
 }
 
 /// Parses `If-Match` (`*` or a list of entity tags).

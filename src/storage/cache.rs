@@ -126,14 +126,6 @@ impl<S: Store> Store for CachedStore<S> {
         Ok(value)
     }
 
-    async fn assignments(
-        &self,
-        tenant: &TenantId,
-        configuration_id: Uuid,
-    ) -> StorageResult<Vec<Assignment>> {
-        self.inner.assignments(tenant, configuration_id).await
-    }
-
     async fn assignment(
         &self,
         tenant: &TenantId,

@@ -56,12 +56,6 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         id: Uuid,
     ) -> StorageResult<Option<ClientConfiguration>>;
-    /// Assignments of one configuration, in their stored order.
-    async fn assignments(
-        &self,
-        tenant: &TenantId,
-        configuration_id: Uuid,
-    ) -> StorageResult<Vec<Assignment>>;
     async fn assignment(
         &self,
         tenant: &TenantId,

@@ -288,21 +288,6 @@ macro_rules! sql_engine {
                 row.as_ref().map(configuration_from_row).transpose()
             }
 
-            async fn assignments(
-                &self,
-                tenant: &$crate::model::TenantId,
-                configuration_id: uuid::Uuid,
-            ) -> $crate::storage::StorageResult<Vec<$crate::model::Assignment>> {
-                use $crate::storage::sql::*;
-                let rows = sqlx::query(SELECT_ASSIGNMENTS)
-                    .bind(tenant.as_str())
-                    .bind(configuration_id.to_string())
-                    .fetch_all(&self.reader)
-                    .await
-                    .map_err(map_err)?;
-                rows.iter().map(assignment_from_row).collect()
-            }
-
             async fn assignment(
                 &self,
                 tenant: &$crate::model::TenantId,
