@@ -54,6 +54,19 @@ pub struct ServeConfig {
     pub http: HttpConfig,
     /// How bearer tokens are verified.
     pub auth: AuthMode,
+    /// Check-in views (window, status cap) and ingestion tuning.
+    pub checkins: crate::domain::CheckinSettings,
+    /// Test hook (dev mode only): a file holding seconds to add to the system clock.
+    pub clock_offset_file: Option<PathBuf>,
+}
+
+impl ServeConfig {
+    fn clock(&self) -> Arc<dyn crate::domain::Clock> {
+        match &self.clock_offset_file {
+            Some(path) => Arc::new(crate::domain::OffsetFileClock::new(path.clone())),
+            None => Arc::new(SystemClock),
+        }
+    }
 }
 
 /// The identity mode.
@@ -133,6 +146,14 @@ pub async fn build_state(cfg: &ServeConfig) -> anyhow::Result<Arc<AppState>> {
         Database::Sqlite(_) => Some(lock_data_dir(&cfg.data_dir)?),
         Database::Postgres(_) => None,
     };
+    let mut checkins = cfg.checkins;
+    if matches!(db, Database::Postgres(_)) {
+        // PostgreSQL commits several transactions at once; SQLite has one writer.
+        checkins.ingest.writers = checkins.ingest.writers.max(4);
+    }
+    if cfg.clock_offset_file.is_some() && !matches!(cfg.auth, AuthMode::Dev) {
+        anyhow::bail!("--clock-offset-file is a test hook and only allowed with --auth dev");
+    }
     let store = db.open(cfg.migrate).await?;
     let verifier = match &cfg.auth {
         AuthMode::Dev => TokenVerifier::Dev(DevKey::load_or_create(&cfg.data_dir)?),
@@ -141,7 +162,7 @@ pub async fn build_state(cfg: &ServeConfig) -> anyhow::Result<Arc<AppState>> {
     let mut http = cfg.http.clone();
     http.fallback_host = cfg.listen.to_string();
     Ok(Arc::new(AppState {
-        service: Service::new(store, Arc::new(SystemClock)),
+        service: Service::new(store, cfg.clock(), checkins),
         auth: Authenticator::new(verifier),
         throttle: crate::http::throttle::Throttle::new(http.throttle.clone()),
         config: http,

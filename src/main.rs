@@ -46,6 +46,13 @@ enum Command {
         /// Largest accepted request body, in bytes.
         #[arg(long, env = "CIRRUS_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
         max_body_bytes: usize,
+        /// Most statuses shown in tenantCheckinStatuses / checkinStatuses (newest first).
+        #[arg(long, env = "CIRRUS_CHECKIN_STATUS_CAP", default_value_t = cirrus::domain::DEFAULT_STATUS_CAP,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(cirrus::domain::MAX_STATUS_CAP)))]
+        checkin_status_cap: u32,
+        /// Test hook (dev mode only): a file holding seconds added to the clock.
+        #[arg(long, hide = true)]
+        clock_offset_file: Option<PathBuf>,
         #[command(flatten)]
         throttle: ThrottleArgs,
         #[command(flatten)]
@@ -223,6 +230,8 @@ fn main() -> anyhow::Result<()> {
             database_url,
             skip_migrations,
             max_body_bytes,
+            checkin_status_cap,
+            clock_offset_file,
             throttle,
             auth,
         } => {
@@ -239,6 +248,11 @@ fn main() -> anyhow::Result<()> {
                     ..HttpConfig::default()
                 },
                 auth: auth.mode()?,
+                checkins: cirrus::domain::CheckinSettings {
+                    status_cap: checkin_status_cap,
+                    ..Default::default()
+                },
+                clock_offset_file,
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -17,6 +17,12 @@ use crate::model::input::{
 use crate::model::{
     Assignment, AssignmentTarget, ClientConfiguration, OfficeConfiguration, PayloadKind, TenantId,
 };
+mod checkins;
+
+pub use checkins::{
+    CHECKIN_WINDOW_DAYS, CheckinSettings, DEFAULT_STATUS_CAP, MAX_STATUS_CAP, Reporter,
+};
+
 use crate::storage::query::{CollectionQuery, EntitySet, Param};
 use crate::storage::{Store, TenantTx};
 
@@ -30,6 +36,29 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
+    }
+}
+
+/// The system clock moved forward by a number of seconds read from a file, re-read on every
+/// call: a test hook (`serve --clock-offset-file`, dev mode only) so black-box tests can age
+/// check-ins past the 90-day window. A missing or unreadable file means no offset.
+pub struct OffsetFileClock {
+    path: std::path::PathBuf,
+}
+
+impl OffsetFileClock {
+    pub fn new(path: std::path::PathBuf) -> Self {
+        Self { path }
+    }
+}
+
+impl Clock for OffsetFileClock {
+    fn now(&self) -> OffsetDateTime {
+        let secs = std::fs::read_to_string(&self.path)
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        OffsetDateTime::now_utc() + time::Duration::seconds(secs)
     }
 }
 
@@ -221,11 +250,24 @@ fn paginate<T>(
 pub struct Service {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    checkin_settings: CheckinSettings,
+    ingestor: Arc<crate::policy::ingest::CheckinIngestor>,
 }
 
 impl Service {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+    /// Builds the service and starts its check-in writers (needs a tokio runtime).
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        checkin_settings: CheckinSettings,
+    ) -> Self {
+        let ingestor = Self::start_ingestor(store.clone(), checkin_settings.ingest);
+        Self {
+            store,
+            clock,
+            checkin_settings,
+            ingestor,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -269,6 +311,12 @@ impl Service {
         let mut value = tx.office_configuration().await?;
         check_if_match(if_match, value.version)?;
         check_body_id(input.id.as_deref(), value.id)?;
+        if input.tenant_checkin_statuses.is_some() || input.tenant_user_checkin_summary.is_some() {
+            // What is shown now becomes the stored override, with the patched parts replaced;
+            // the next check-in in the tenant ends it (DESIGN §3).
+            self.fill_office_views(tenant, &mut value).await?;
+            value.checkin_override = true;
+        }
         if let Some(statuses) = input.tenant_checkin_statuses {
             value.tenant_checkin_statuses = statuses;
         }
@@ -278,6 +326,7 @@ impl Service {
         value.version += 1;
         tx.update_office_configuration(&value).await?;
         tx.commit().await?;
+        self.fill_office_views(tenant, &mut value).await?;
         Ok(value)
     }
 
@@ -384,6 +433,8 @@ impl Service {
                 Some(_) => next_free_priority(&tx.priorities().await?)?,
             },
         };
+        let checkin_override =
+            input.checkin_statuses.is_some() || input.user_checkin_summary.is_some();
         let value = ClientConfiguration {
             id: Uuid::new_v4(),
             kind,
@@ -394,6 +445,7 @@ impl Service {
             user_preference_payload: input.user_preference_payload.flatten(),
             checkin_statuses: input.checkin_statuses.unwrap_or_default(),
             user_checkin_summary: input.user_checkin_summary.unwrap_or_default(),
+            checkin_override,
             last_modified_date_time: self.now(),
             version: 1,
         };
@@ -445,6 +497,11 @@ impl Service {
         if let Some(v) = input.user_preference_payload {
             value.user_preference_payload = v;
         }
+        if input.checkin_statuses.is_some() || input.user_checkin_summary.is_some() {
+            self.fill_configuration_views(tenant, std::slice::from_mut(&mut value))
+                .await?;
+            value.checkin_override = true;
+        }
         if let Some(v) = input.checkin_statuses {
             value.checkin_statuses = v;
         }
@@ -455,6 +512,8 @@ impl Service {
         value.last_modified_date_time = self.now();
         tx.update_configuration(&value).await?;
         tx.commit().await?;
+        self.fill_configuration_views(tenant, std::slice::from_mut(&mut value))
+            .await?;
         Ok(value)
     }
 

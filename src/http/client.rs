@@ -10,10 +10,50 @@ use http::{HeaderValue, StatusCode, header};
 use uuid::Uuid;
 
 use super::AppState;
+use super::body::read_json;
 use super::handlers::json_response;
 use crate::auth::TokenKind;
+use crate::domain::Reporter;
 use crate::error::{GraphError, GraphResult};
 use crate::model::input::parse_guid;
+
+/// `POST /cirrus/v1/client/checkins`: stores the calling user's report for one device and
+/// answers `201` with the status as stored, once it is durable.
+pub async fn checkins(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    match checkins_inner(&state, req).await {
+        Ok(res) => res,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn checkins_inner(state: &AppState, req: Request) -> GraphResult<Response> {
+    let principal = state.auth.authenticate(req.headers()).await?;
+    if principal.kind == TokenKind::Application {
+        return Err(GraphError::Forbidden(
+            "Check-ins are reported per user: call this with a delegated (user) token; application tokens are not supported.".into(),
+        ));
+    }
+    let Some(user_id) = principal.object_id.as_deref() else {
+        return Err(GraphError::Forbidden(
+            "The token has no 'oid' claim: a check-in needs the user's object id.".into(),
+        ));
+    };
+    let (parts, body) = req.into_parts();
+    let value = read_json(&parts.headers, body, state.config.max_body_bytes).await?;
+    let input = crate::model::input::client_checkin(&value)?;
+    let status = state
+        .service
+        .record_checkin(
+            Reporter {
+                tenant: &principal.tenant,
+                user_id,
+                user_principal_name: principal.user_principal_name.as_deref(),
+            },
+            input,
+        )
+        .await?;
+    Ok(json_response(StatusCode::CREATED, status.to_json()))
+}
 
 /// `GET /cirrus/v1/client/policy`: the calling user's effective policy, with an `ETag` (a hash
 /// of the document) and `If-None-Match` → 304.

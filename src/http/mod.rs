@@ -128,6 +128,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/cirrus/v1/client/policy", get(client::policy))
+        .route(
+            "/cirrus/v1/client/checkins",
+            axum::routing::post(client::checkins),
+        )
         .route("/openapi/graph.json", get(openapi))
         .fallback(handlers::graph)
         .with_state(state.clone())

@@ -28,6 +28,14 @@ fn project(map: Map<String, Value>, select: &Select) -> Map<String, Value> {
         .collect()
 }
 
+/// Whether a `$select` asks for any of the computed check-in properties (which cost queries).
+fn selects_checkin_views(select: &Select, names: [&str; 2]) -> bool {
+    names.iter().any(|n| select.includes(n))
+}
+
+const OFFICE_VIEWS: [&str; 2] = ["tenantCheckinStatuses", "tenantUserCheckinSummary"];
+const CONFIGURATION_VIEWS: [&str; 2] = ["checkinStatuses", "userCheckinSummary"];
+
 fn select_suffix(select: &Select) -> String {
     select
         .context_list()
@@ -236,10 +244,17 @@ fn configuration_json(
 pub(super) async fn office_configuration(ctx: &Ctx<'_>) -> GraphResult<Response> {
     let q = ParsedQuery::parse(ctx.query, OFFICE_CONFIGURATION, QueryTarget::Entity)?;
     let svc = &ctx.state.service;
-    let value = svc.office_configuration(ctx.tenant()).await?;
+    let mut value = svc.office_configuration(ctx.tenant()).await?;
+    if selects_checkin_views(&q.select, OFFICE_VIEWS) {
+        svc.fill_office_views(ctx.tenant(), &mut value).await?;
+    }
     let mut map = project(value.to_json(), &q.select);
     if let Some(expand) = expand_of(&q, "clientConfigurations") {
-        let configs = svc.configurations(ctx.tenant()).await?;
+        let mut configs = svc.configurations(ctx.tenant()).await?;
+        if selects_checkin_views(&expand.select, CONFIGURATION_VIEWS) {
+            svc.fill_configuration_views(ctx.tenant(), &mut configs)
+                .await?;
+        }
         map.insert(
             "clientConfigurations@odata.context".into(),
             ctx.context(&format!("{CONFIGS}{}", select_suffix(&expand.select)))
@@ -266,9 +281,13 @@ pub(super) async fn list_configurations(
     let (q, query) = configurations_query(ctx, cast)?;
     let (size, applied) = paging::page_size(q.top, ctx.headers, ctx.state.config.page_size);
     let svc = &ctx.state.service;
-    let page = svc
+    let mut page = svc
         .list_configurations(ctx.tenant(), query, size, q.count)
         .await?;
+    if selects_checkin_views(&q.select, CONFIGURATION_VIEWS) {
+        svc.fill_configuration_views(ctx.tenant(), &mut page.items)
+            .await?;
+    }
     let mut expanded = if expand_of(&q, "assignments").is_some() {
         let ids: Vec<Uuid> = page.items.iter().map(|c| c.id).collect();
         Some(svc.assignments_of(ctx.tenant(), &ids).await?)
@@ -308,7 +327,11 @@ pub(super) async fn configuration(
 ) -> GraphResult<Response> {
     let q = ParsedQuery::parse(ctx.query, configurations_type(cast), QueryTarget::Entity)?;
     let svc = &ctx.state.service;
-    let value = svc.configuration(ctx.tenant(), id).await?;
+    let mut value = svc.configuration(ctx.tenant(), id).await?;
+    if selects_checkin_views(&q.select, CONFIGURATION_VIEWS) {
+        svc.fill_configuration_views(ctx.tenant(), std::slice::from_mut(&mut value))
+            .await?;
+    }
     if let Some(kind) = cast
         && kind != value.kind
     {

@@ -805,3 +805,125 @@ mod tests {
         assert_eq!((ids, p), (vec!["a".to_string()], vec![3]));
     }
 }
+
+/// What an Office client reports in `POST /cirrus/v1/client/checkins` (DESIGN §3); the server
+/// adds the user and the time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientCheckinInput {
+    pub device_name: String,
+    pub device_platform: Option<String>,
+    pub device_platform_version: Option<String>,
+    pub was_successful: bool,
+    pub error_message: Option<String>,
+    /// Configuration ids, lower-case, without duplicates, in the order first reported.
+    pub applied_policies: Vec<String>,
+    pub last_task_name: Option<String>,
+}
+
+/// Limits on a client report, so one device cannot store unbounded data per check-in.
+pub const MAX_DEVICE_NAME: usize = 256;
+pub const MAX_SHORT_TEXT: usize = 256;
+pub const MAX_ERROR_MESSAGE: usize = 4096;
+pub const MAX_APPLIED_POLICIES: usize = 500;
+
+fn bounded(value: Option<String>, path: &str, max: usize) -> GraphResult<Option<String>> {
+    match value {
+        Some(s) if s.chars().count() > max => Err(bad(format!(
+            "The property '{path}' is longer than {max} characters."
+        ))),
+        Some(s) if s.chars().any(char::is_control) => Err(bad(format!(
+            "The property '{path}' must not contain control characters."
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// Parses a client check-in body strictly: unknown properties, wrong types, missing required
+/// properties, over-long values and malformed configuration ids are all 400s naming the property.
+pub fn client_checkin(v: &Value) -> GraphResult<ClientCheckinInput> {
+    let obj = as_object(v, "The check-in")?;
+    let mut device_name = None;
+    let mut was_successful = None;
+    let mut input = ClientCheckinInput {
+        device_name: String::new(),
+        device_platform: None,
+        device_platform_version: None,
+        was_successful: false,
+        error_message: None,
+        applied_policies: Vec::new(),
+        last_task_name: None,
+    };
+    for (key, value) in obj {
+        let p = key.as_str();
+        match p {
+            "@odata.type" => expect_type(value, p, "officeClientCheckinStatus")?,
+            k if is_annotation(k) => {}
+            "deviceName" => {
+                device_name = bounded(Some(string_required(value, p)?), p, MAX_DEVICE_NAME)?
+            }
+            "devicePlatform" => {
+                input.device_platform = bounded(string_opt(value, p)?, p, MAX_SHORT_TEXT)?
+            }
+            "devicePlatformVersion" => {
+                input.device_platform_version = bounded(string_opt(value, p)?, p, MAX_SHORT_TEXT)?
+            }
+            "wasSuccessful" => was_successful = Some(boolean(value, p)?),
+            "errorMessage" => {
+                input.error_message = match string_opt(value, p)? {
+                    // Multi-line error text is normal; only length is bounded.
+                    Some(s) if s.chars().count() > MAX_ERROR_MESSAGE => {
+                        return Err(bad(format!(
+                            "The property '{p}' is longer than {MAX_ERROR_MESSAGE} characters."
+                        )));
+                    }
+                    other => other,
+                }
+            }
+            "lastTaskName" => {
+                input.last_task_name = bounded(string_opt(value, p)?, p, MAX_SHORT_TEXT)?
+            }
+            "appliedPolicies" => {
+                if value.is_null() {
+                    continue;
+                }
+                let items = array(value, p)?;
+                if items.len() > MAX_APPLIED_POLICIES {
+                    return Err(bad(format!(
+                        "The property '{p}' lists {} policies; at most {MAX_APPLIED_POLICIES} are accepted.",
+                        items.len()
+                    )));
+                }
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("{p}[{i}]");
+                    let id = string_required(item, &path)?;
+                    let Some(id) = parse_guid(&id) else {
+                        return Err(bad(format!(
+                            "The property '{path}' must be the id (a GUID) of an officeClientConfiguration; got '{id}'."
+                        )));
+                    };
+                    let id = id.to_string();
+                    if !input.applied_policies.contains(&id) {
+                        input.applied_policies.push(id);
+                    }
+                }
+            }
+            "userId" | "userPrincipalName" | "checkinDateTime" => {
+                return Err(bad(format!(
+                    "The property '{p}' is set by the service (from the token and its clock); do not send it."
+                )));
+            }
+            other => return Err(unknown_property(other, "officeClientCheckinStatus")),
+        }
+    }
+    let missing = |name: &str| {
+        bad(format!(
+            "The check-in is missing the required property '{name}'."
+        ))
+    };
+    input.device_name = device_name.ok_or_else(|| missing("deviceName"))?;
+    if input.device_name.trim().is_empty() {
+        return Err(bad("The property 'deviceName' must not be empty."));
+    }
+    input.was_successful = was_successful.ok_or_else(|| missing("wasSuccessful"))?;
+    Ok(input)
+}

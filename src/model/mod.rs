@@ -109,6 +109,9 @@ pub struct OfficeConfiguration {
     pub id: Uuid,
     pub tenant_checkin_statuses: Vec<CheckinStatus>,
     pub tenant_user_checkin_summary: UserCheckinSummary,
+    /// Set by a Graph PATCH of the check-in properties: the stored values are shown instead
+    /// of the computed views until the next check-in in the tenant (DESIGN §3).
+    pub checkin_override: bool,
     pub version: i64,
 }
 
@@ -124,6 +127,8 @@ pub struct ClientConfiguration {
     pub user_preference_payload: Option<Vec<u8>>,
     pub checkin_statuses: Vec<CheckinStatus>,
     pub user_checkin_summary: UserCheckinSummary,
+    /// As on the singleton, for check-ins that applied this configuration.
+    pub checkin_override: bool,
     pub last_modified_date_time: OffsetDateTime,
     pub version: i64,
 }
@@ -235,6 +240,34 @@ impl CheckinStatus {
         }
         Value::Object(m)
     }
+}
+
+/// One client check-in, as ingested: the reporting tenant and the status the server built
+/// from the client's report, its token and its clock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkin {
+    pub tenant: TenantId,
+    pub status: CheckinStatus,
+}
+
+impl Checkin {
+    /// The device part of the (user, device) key: Windows device names are case-insensitive.
+    pub fn device_key(&self) -> String {
+        self.status
+            .device_name
+            .as_deref()
+            .unwrap_or_default()
+            .to_lowercase()
+    }
+}
+
+/// What Graph shows of the check-ins in one scope (the tenant, or one configuration).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckinView {
+    /// The most recent statuses, newest first, capped.
+    pub statuses: Vec<CheckinStatus>,
+    /// Distinct users by the outcome of their latest check-in in the window.
+    pub summary: UserCheckinSummary,
 }
 
 pub fn checkin_statuses_json(statuses: &[CheckinStatus]) -> Value {

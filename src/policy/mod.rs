@@ -4,6 +4,8 @@
 //! setting a key wins — the same, separately, for `userPreferencePayload` — with the
 //! configuration that supplied each key. Pure: the caller loads the data.
 
+pub mod ingest;
+
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
@@ -139,6 +141,7 @@ mod tests {
             user_preference_payload: prefs.map(|p| p.as_bytes().to_vec()),
             checkin_statuses: vec![],
             user_checkin_summary: UserCheckinSummary::default(),
+            checkin_override: false,
             last_modified_date_time: time::OffsetDateTime::UNIX_EPOCH,
             version: 1,
         }

@@ -12,7 +12,11 @@ use uuid::Uuid;
 
 use super::query::{CollectionQuery, Param};
 use super::{StorageResult, Store, TenantTx};
-use crate::model::{Assignment, ClientConfiguration, OfficeConfiguration, TenantId};
+use time::OffsetDateTime;
+
+use crate::model::{
+    Assignment, Checkin, CheckinView, ClientConfiguration, OfficeConfiguration, TenantId,
+};
 
 /// Bounds on memory: past these, the cache starts over (cheap, and rare in practice).
 const MAX_TENANTS: usize = 10_000;
@@ -176,6 +180,36 @@ impl<S: Store> Store for CachedStore<S> {
         }))
     }
 
+    async fn record_checkins(&self, batch: &[Checkin]) -> StorageResult<Vec<TenantId>> {
+        let changed = self.inner.record_checkins(batch).await?;
+        // Only tenants whose override flag a check-in cleared hold stale cached entities.
+        for tenant in &changed {
+            self.shared.invalidate(tenant);
+        }
+        Ok(changed)
+    }
+
+    async fn tenant_checkin_view(
+        &self,
+        tenant: &TenantId,
+        since: OffsetDateTime,
+        cap: u32,
+    ) -> StorageResult<CheckinView> {
+        self.inner.tenant_checkin_view(tenant, since, cap).await
+    }
+
+    async fn configuration_checkin_views(
+        &self,
+        tenant: &TenantId,
+        ids: &[Uuid],
+        since: OffsetDateTime,
+        cap: u32,
+    ) -> StorageResult<HashMap<Uuid, CheckinView>> {
+        self.inner
+            .configuration_checkin_views(tenant, ids, since, cap)
+            .await
+    }
+
     async fn ping(&self) -> StorageResult<()> {
         self.inner.ping().await
     }
@@ -263,6 +297,7 @@ mod tests {
             user_preference_payload: None,
             checkin_statuses: vec![],
             user_checkin_summary: UserCheckinSummary::default(),
+            checkin_override: false,
             last_modified_date_time: time::OffsetDateTime::UNIX_EPOCH,
             version,
         }

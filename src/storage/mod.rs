@@ -6,6 +6,7 @@
 //! whole-set `assign`) are checked and applied atomically.
 
 pub mod cache;
+pub mod checkins;
 pub mod postgres;
 pub mod query;
 pub mod sql;
@@ -15,7 +16,13 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::error::GraphError;
-use crate::model::{Assignment, ClientConfiguration, OfficeConfiguration, TenantId};
+use std::collections::HashMap;
+
+use time::OffsetDateTime;
+
+use crate::model::{
+    Assignment, Checkin, CheckinView, ClientConfiguration, OfficeConfiguration, TenantId,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -89,6 +96,25 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         new_singleton_id: Uuid,
     ) -> StorageResult<Box<dyn TenantTx>>;
+    /// Durably stores a batch of check-ins in one transaction (the latest report per (tenant,
+    /// user, device) is kept) and ends the Graph overrides in their scopes. Returns the tenants
+    /// whose singleton or configurations changed that way.
+    async fn record_checkins(&self, batch: &[Checkin]) -> StorageResult<Vec<TenantId>>;
+    /// The tenant's check-in view over reports at or after `since`, at most `cap` statuses.
+    async fn tenant_checkin_view(
+        &self,
+        tenant: &TenantId,
+        since: OffsetDateTime,
+        cap: u32,
+    ) -> StorageResult<CheckinView>;
+    /// Each configuration's view over the reports at or after `since` that applied it.
+    async fn configuration_checkin_views(
+        &self,
+        tenant: &TenantId,
+        ids: &[Uuid],
+        since: OffsetDateTime,
+        cap: u32,
+    ) -> StorageResult<HashMap<Uuid, CheckinView>>;
     /// Cheap liveness probe of the database.
     async fn ping(&self) -> StorageResult<()>;
 }

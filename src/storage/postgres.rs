@@ -78,6 +78,19 @@ impl PostgresStore {
         Ok(tx)
     }
 
+    /// A check-in batch's transaction (no tenant lock: check-ins never touch the rows the
+    /// Graph rules span, and upserts keep the latest report per device).
+    async fn begin_checkins(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.writer.begin().await
+    }
+
+    async fn checkins_before_commit(
+        _tx: &mut Transaction<'static, Postgres>,
+        _tenants: &[&str],
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
     async fn before_commit(
         _tx: &mut Transaction<'static, Postgres>,
         _tenant: &TenantId,
@@ -93,3 +106,4 @@ sql_engine!(
     PgRow,
     " COLLATE \"C\""
 );
+super::checkins::checkin_engine!(PostgresStore, Postgres, PgRow);

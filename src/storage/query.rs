@@ -123,7 +123,7 @@ fn table(set: EntitySet) -> &'static str {
 fn columns(set: EntitySet) -> &'static str {
     match set {
         EntitySet::Configurations => {
-            "t.id, t.odata_type, t.display_name, t.description, t.priority, t.policy_payload, t.user_preference_payload, t.checkin_statuses, t.user_checkin_summary, t.last_modified_date_time, t.version"
+            "t.id, t.odata_type, t.display_name, t.description, t.priority, t.policy_payload, t.user_preference_payload, t.checkin_statuses, t.user_checkin_summary, t.checkin_override, t.last_modified_date_time, t.version"
         }
         EntitySet::Assignments { .. } => {
             "t.id, t.configuration_id, t.target_type, t.group_id, t.version"

@@ -11,19 +11,19 @@ use uuid::Uuid;
 use super::StorageError;
 use crate::model::{AssignmentTarget, ConfigurationKind, UserCheckinSummary, input};
 
-pub const SELECT_OFFICE: &str = "SELECT id, tenant_checkin_statuses, tenant_user_checkin_summary, version FROM office_configurations WHERE tenant_id = $1";
+pub const SELECT_OFFICE: &str = "SELECT id, tenant_checkin_statuses, tenant_user_checkin_summary, checkin_override, version FROM office_configurations WHERE tenant_id = $1";
 pub const INSERT_OFFICE: &str = "INSERT INTO office_configurations (tenant_id, id) VALUES ($1, $2) ON CONFLICT (tenant_id) DO NOTHING";
-pub const UPDATE_OFFICE: &str = "UPDATE office_configurations SET tenant_checkin_statuses = $1, tenant_user_checkin_summary = $2, version = $3 WHERE tenant_id = $4";
-pub const SELECT_CONFIGS: &str = "SELECT id, odata_type, display_name, description, priority, policy_payload, user_preference_payload, checkin_statuses, user_checkin_summary, last_modified_date_time, version FROM client_configurations WHERE tenant_id = $1 ORDER BY priority, id";
-pub const SELECT_CONFIG: &str = "SELECT id, odata_type, display_name, description, priority, policy_payload, user_preference_payload, checkin_statuses, user_checkin_summary, last_modified_date_time, version FROM client_configurations WHERE tenant_id = $1 AND id = $2";
+pub const UPDATE_OFFICE: &str = "UPDATE office_configurations SET tenant_checkin_statuses = $1, tenant_user_checkin_summary = $2, checkin_override = $3, version = $4 WHERE tenant_id = $5";
+pub const SELECT_CONFIGS: &str = "SELECT id, odata_type, display_name, description, priority, policy_payload, user_preference_payload, checkin_statuses, user_checkin_summary, checkin_override, last_modified_date_time, version FROM client_configurations WHERE tenant_id = $1 ORDER BY priority, id";
+pub const SELECT_CONFIG: &str = "SELECT id, odata_type, display_name, description, priority, policy_payload, user_preference_payload, checkin_statuses, user_checkin_summary, checkin_override, last_modified_date_time, version FROM client_configurations WHERE tenant_id = $1 AND id = $2";
 pub const SELECT_PRIORITY_HOLDER: &str =
     "SELECT id FROM client_configurations WHERE tenant_id = $1 AND priority = $2 LIMIT 1";
 pub const SELECT_MAX_PRIORITY: &str =
     "SELECT MAX(priority) FROM client_configurations WHERE tenant_id = $1";
 pub const SELECT_PRIORITIES: &str =
     "SELECT id, priority FROM client_configurations WHERE tenant_id = $1";
-pub const INSERT_CONFIG: &str = "INSERT INTO client_configurations (tenant_id, id, odata_type, display_name, description, priority, policy_payload, user_preference_payload, checkin_statuses, user_checkin_summary, last_modified_date_time, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
-pub const UPDATE_CONFIG: &str = "UPDATE client_configurations SET display_name = $1, description = $2, priority = $3, policy_payload = $4, user_preference_payload = $5, checkin_statuses = $6, user_checkin_summary = $7, last_modified_date_time = $8, version = $9 WHERE tenant_id = $10 AND id = $11";
+pub const INSERT_CONFIG: &str = "INSERT INTO client_configurations (tenant_id, id, odata_type, display_name, description, priority, policy_payload, user_preference_payload, checkin_statuses, user_checkin_summary, checkin_override, last_modified_date_time, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+pub const UPDATE_CONFIG: &str = "UPDATE client_configurations SET display_name = $1, description = $2, priority = $3, policy_payload = $4, user_preference_payload = $5, checkin_statuses = $6, user_checkin_summary = $7, checkin_override = $8, last_modified_date_time = $9, version = $10 WHERE tenant_id = $11 AND id = $12";
 pub const DELETE_CONFIG_ASSIGNMENTS: &str =
     "DELETE FROM client_configuration_assignments WHERE tenant_id = $1 AND configuration_id = $2";
 pub const DELETE_CONFIG: &str =
@@ -191,6 +191,7 @@ macro_rules! sql_engine {
                         .map_err(map_err)?,
                     "tenantUserCheckinSummary",
                 )?,
+                checkin_override: row.try_get("checkin_override").map_err(map_err)?,
                 version: row.try_get("version").map_err(map_err)?,
             })
         }
@@ -218,6 +219,7 @@ macro_rules! sql_engine {
                         .map_err(map_err)?,
                     "userCheckinSummary",
                 )?,
+                checkin_override: row.try_get("checkin_override").map_err(map_err)?,
                 last_modified_date_time: from_micros(
                     row.try_get("last_modified_date_time").map_err(map_err)?,
                 )?,
@@ -393,6 +395,35 @@ macro_rules! sql_engine {
                 }))
             }
 
+            async fn record_checkins(
+                &self,
+                batch: &[$crate::model::Checkin],
+            ) -> $crate::storage::StorageResult<Vec<$crate::model::TenantId>> {
+                self.checkins_record(batch).await
+            }
+
+            async fn tenant_checkin_view(
+                &self,
+                tenant: &$crate::model::TenantId,
+                since: time::OffsetDateTime,
+                cap: u32,
+            ) -> $crate::storage::StorageResult<$crate::model::CheckinView> {
+                self.checkins_tenant_view(tenant, since, cap).await
+            }
+
+            async fn configuration_checkin_views(
+                &self,
+                tenant: &$crate::model::TenantId,
+                ids: &[uuid::Uuid],
+                since: time::OffsetDateTime,
+                cap: u32,
+            ) -> $crate::storage::StorageResult<
+                std::collections::HashMap<uuid::Uuid, $crate::model::CheckinView>,
+            > {
+                self.checkins_configuration_views(tenant, ids, since, cap)
+                    .await
+            }
+
             async fn ping(&self) -> $crate::storage::StorageResult<()> {
                 use $crate::storage::sql::*;
                 sqlx::query(PING)
@@ -456,6 +487,7 @@ macro_rules! sql_engine {
                             .to_string(),
                     )
                     .bind(v.tenant_user_checkin_summary.to_json().to_string())
+                    .bind(v.checkin_override)
                     .bind(v.version)
                     .bind(self.tenant.as_str())
                     .execute(&mut *self.tx)
@@ -537,6 +569,7 @@ macro_rules! sql_engine {
                     .bind(&c.user_preference_payload)
                     .bind($crate::model::checkin_statuses_json(&c.checkin_statuses).to_string())
                     .bind(c.user_checkin_summary.to_json().to_string())
+                    .bind(c.checkin_override)
                     .bind(micros(c.last_modified_date_time))
                     .bind(c.version)
                     .execute(&mut *self.tx)
@@ -558,6 +591,7 @@ macro_rules! sql_engine {
                     .bind(&c.user_preference_payload)
                     .bind($crate::model::checkin_statuses_json(&c.checkin_statuses).to_string())
                     .bind(c.user_checkin_summary.to_json().to_string())
+                    .bind(c.checkin_override)
                     .bind(micros(c.last_modified_date_time))
                     .bind(c.version)
                     .bind(self.tenant.as_str())
@@ -576,6 +610,13 @@ macro_rules! sql_engine {
                 // Explicitly, rather than relying on the foreign key's cascade, so a distributed
                 // engine without cross-shard foreign keys behaves the same.
                 sqlx::query(DELETE_CONFIG_ASSIGNMENTS)
+                    .bind(self.tenant.as_str())
+                    .bind(id.to_string())
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                // Its check-in index goes too (the reports themselves keep the id, as reported).
+                sqlx::query($crate::storage::checkins::DELETE_CONFIG_CHECKINS)
                     .bind(self.tenant.as_str())
                     .bind(id.to_string())
                     .execute(&mut *self.tx)

@@ -69,6 +69,19 @@ impl SqliteStore {
         Ok(tx)
     }
 
+    /// A check-in batch's transaction (no tenant lock: check-ins never touch the rows the
+    /// Graph rules span, and upserts keep the latest report per device).
+    async fn begin_checkins(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    async fn checkins_before_commit(
+        _tx: &mut Transaction<'static, Sqlite>,
+        _tenants: &[&str],
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
     async fn before_commit(
         _tx: &mut Transaction<'static, Sqlite>,
         _tenant: &TenantId,
@@ -78,3 +91,4 @@ impl SqliteStore {
 }
 
 sql_engine!(SqliteStore, SqliteTenantTx, Sqlite, SqliteRow, "");
+super::checkins::checkin_engine!(SqliteStore, Sqlite, SqliteRow);
