@@ -442,6 +442,66 @@ async fn graph_patch_shows_until_the_next_checkin_in_scope() {
     assert_eq!(config_view(&s, &admin, &a).await.1, (2, 0));
 }
 
+/// Group commit must not trade durability: the server is killed (SIGKILL) while 16 clients are
+/// reporting; after a restart every acknowledged report is there.
+async fn acknowledged_checkins_survive_a_crash() {
+    let mut s = Server::start_with(&["--checkin-status-cap", "1000"]).await;
+    let admin = s.token("contoso");
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for u in 0..16u32 {
+        let (client, base, token) = (s.client.clone(), s.base.clone(), user_token(&s, u));
+        let (acked, stop) = (acked.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            for k in 0..50 {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let device = format!("dev-{u}-{k}");
+                let r = client
+                    .post(format!("{base}{CHECKINS}"))
+                    .bearer_auth(&token)
+                    .json(&json!({"deviceName": device, "wasSuccessful": true}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 201 => acked.lock().unwrap().push((user(u), device)),
+                    _ => break,
+                }
+            }
+        }));
+    }
+    // Let reports flow, then pull the plug mid-stream.
+    for _ in 0..100 {
+        if acked.lock().unwrap().len() >= 150 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    s.restart().await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    futures::future::join_all(clients).await;
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 16,
+        "too few reports got through: {}",
+        acked.len()
+    );
+    let (statuses, _) = tenant_view(&s, &admin).await;
+    let stored: std::collections::HashSet<(String, String)> = statuses
+        .iter()
+        .map(|v| {
+            (
+                v["userId"].as_str().unwrap().to_string(),
+                v["deviceName"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let lost: Vec<_> = acked.iter().filter(|a| !stored.contains(a)).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+}
+
 engine_tests!(
     checkins_feed_tenant_and_configuration_views,
     latest_status_per_user_and_device,
@@ -450,4 +510,5 @@ engine_tests!(
     ninety_day_window_uses_the_server_clock,
     status_lists_are_capped_and_summaries_count_everyone,
     graph_patch_shows_until_the_next_checkin_in_scope,
+    acknowledged_checkins_survive_a_crash,
 );
