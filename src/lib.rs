@@ -2,7 +2,8 @@
 //!
 //! Module map (see docs/ARCHITECTURE.md): [`http`] (server, routing, handlers) → [`domain`]
 //! (rules) → [`storage`] (one trait, engines behind it). [`model`] holds the Graph types and
-//! their validation, [`odata`] the wire conventions, [`auth`] identity and permissions.
+//! their validation, [`odata`] the wire conventions, [`auth`] identity and permissions,
+//! [`policy`] the Office client's effective policy, [`simulator`] the `cirrus client` commands.
 
 pub mod auth;
 pub mod config;
@@ -12,4 +13,5 @@ pub mod http;
 pub mod model;
 pub mod odata;
 pub mod policy;
+pub mod simulator;
 pub mod storage;

@@ -91,6 +91,11 @@ enum Command {
         #[arg(long, default_value_t = 3600, allow_negative_numbers = true)]
         expires_in: i64,
     },
+    /// Office-client simulator: fetch the policy, report a check-in, or drive load.
+    Client {
+        #[command(subcommand)]
+        command: cirrus::simulator::ClientCommand,
+    },
 }
 
 /// Identity: `dev` (zero setup) or `jwt` (production, tokens from an identity provider).
@@ -295,6 +300,10 @@ fn main() -> anyhow::Result<()> {
             println!("{}", key.mint(&claims_for(&req, now)?)?);
             Ok(())
         }
+        Command::Client { command } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(cirrus::simulator::run(command, DEV_TENANT)),
     }
 }
 
