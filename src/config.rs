@@ -154,6 +154,7 @@ pub async fn build_state(cfg: &ServeConfig) -> anyhow::Result<Arc<AppState>> {
     if cfg.clock_offset_file.is_some() && !matches!(cfg.auth, AuthMode::Dev) {
         anyhow::bail!("--clock-offset-file is a test hook and only allowed with --auth dev");
     }
+    crate::http::metrics::install();
     let store = db.open(cfg.migrate).await?;
     let verifier = match &cfg.auth {
         AuthMode::Dev => TokenVerifier::Dev(DevKey::load_or_create(&cfg.data_dir)?),

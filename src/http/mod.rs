@@ -6,6 +6,7 @@ pub mod batch;
 pub mod body;
 pub mod client;
 pub mod handlers;
+pub mod metrics;
 mod reads;
 pub mod route;
 pub mod throttle;
@@ -127,6 +128,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
         .route("/cirrus/v1/client/policy", get(client::policy))
         .route(
             "/cirrus/v1/client/checkins",
@@ -140,7 +142,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
-        .layer(axum::middleware::from_fn_with_state(state, graph_envelope));
+        .layer(axum::middleware::from_fn_with_state(state, graph_envelope))
+        .layer(axum::middleware::from_fn(metrics::track));
     // `$batch` sends its sub-requests through the same stack, without this layer (so a batch
     // inside a batch finds no dispatcher and is refused).
     app.clone().layer(axum::Extension(batch::Dispatcher(app)))

@@ -123,13 +123,19 @@ async fn writer(
         }
         let (checkins, replies): (Vec<Checkin>, Vec<oneshot::Sender<Outcome>>) =
             jobs.into_iter().map(|j| (j.checkin, j.done)).unzip();
+        metrics::histogram!("cirrus_checkin_batch_size").record(checkins.len() as f64);
         let outcome = match store.record_checkins(&checkins).await {
             Ok(changed) => {
+                metrics::counter!("cirrus_checkins_stored_total").increment(checkins.len() as u64);
                 after_commit(&checkins, &changed);
                 Outcome::Durable
             }
-            Err(StorageError::Unavailable(msg)) => Outcome::Unavailable(msg),
+            Err(StorageError::Unavailable(msg)) => {
+                metrics::counter!("cirrus_checkin_batches_failed_total").increment(1);
+                Outcome::Unavailable(msg)
+            }
             Err(StorageError::Other(e)) => {
+                metrics::counter!("cirrus_checkin_batches_failed_total").increment(1);
                 tracing::error!(error = %e, "check-in batch failed");
                 Outcome::Failed(e.to_string())
             }

@@ -1,0 +1,88 @@
+//! Prometheus metrics (DESIGN §5): `GET /metrics` in the text exposition format. Requests are
+//! counted per endpoint class (never per raw path, so ids cannot blow up the label space),
+//! method and status; other modules record their own counters with the `metrics` macros.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, header};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once (later calls reuse it).
+pub fn install() {
+    HANDLE.get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics recorder not installed");
+            None
+        }
+    });
+}
+
+/// `GET /metrics`.
+pub async fn render() -> Response {
+    let body = HANDLE
+        .get()
+        .and_then(Option::as_ref)
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
+    let mut res = body.into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
+
+/// The label for a request path: a fixed, small set.
+fn endpoint(path: &str) -> &'static str {
+    let lower = path.to_ascii_lowercase();
+    match lower.as_str() {
+        "/cirrus/v1/client/policy" => "client_policy",
+        "/cirrus/v1/client/checkins" => "client_checkins",
+        "/healthz" | "/readyz" => "health",
+        "/metrics" => "metrics",
+        p if p.starts_with("/cirrus/") || p.starts_with("/openapi/") => "docs",
+        "/beta/$batch" => "graph_batch",
+        "/beta/$metadata" | "/beta" | "/beta/" => "graph_metadata",
+        p if p.starts_with("/beta/") => "graph",
+        _ => "other",
+    }
+}
+
+/// Counts every request and its latency.
+pub async fn track(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let endpoint = endpoint(req.uri().path());
+    let method = req.method().as_str().to_string();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("cirrus_http_requests_total", "endpoint" => endpoint, "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("cirrus_http_request_duration_seconds", "endpoint" => endpoint)
+        .record(started.elapsed().as_secs_f64());
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn endpoint_labels_are_a_closed_set() {
+        assert_eq!(
+            super::endpoint("/beta/officeConfiguration/clientConfigurations/abc"),
+            "graph"
+        );
+        assert_eq!(super::endpoint("/beta/$batch"), "graph_batch");
+        assert_eq!(
+            super::endpoint("/cirrus/v1/client/checkins"),
+            "client_checkins"
+        );
+        assert_eq!(super::endpoint("/cirrus/v1/openapi.json"), "docs");
+        assert_eq!(super::endpoint("/x/y"), "other");
+    }
+}
