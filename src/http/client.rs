@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::body::read_json;
+use super::client_openapi as doc;
 use super::handlers::json_response;
 use crate::auth::TokenKind;
 use crate::domain::Reporter;
@@ -19,6 +20,27 @@ use crate::model::input::parse_guid;
 
 /// `POST /cirrus/v1/client/checkins`: stores the calling user's report for one device and
 /// answers `201` with the status as stored, once it is durable.
+#[utoipa::path(
+    post,
+    path = "/cirrus/v1/client/checkins",
+    tag = "client",
+    operation_id = "reportClientCheckin",
+    summary = doc::CHECKINS_SUMMARY,
+    description = doc::CHECKINS_DESCRIPTION,
+    security(("bearer" = [])),
+    params(("client-request-id" = Option<String>, Header, nullable = false, description = "Echoed in the response (at most 128 visible ASCII characters).")),
+    request_body(content = doc::ClientCheckin, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored (durably); the status as stored.", body = doc::OfficeClientCheckinStatus),
+        (status = 400, description = "The body is not a valid check-in; the message names the property.", body = doc::ODataError),
+        (status = 401, description = "No valid bearer token.", body = doc::ODataError, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "An application token, or a token without `oid`.", body = doc::ODataError),
+        (status = 413, description = "The body is larger than the service's limit (4 MiB by default).", body = doc::ODataError),
+        (status = 415, description = "A Content-Type other than `application/json` (or `+json`).", body = doc::ODataError),
+        (status = 429, description = "Too many requests: not sent by this version (the client API is not throttled); honour `Retry-After` if a later one does.", body = doc::ODataError, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 503, description = "Storage unavailable; nothing was stored. Retry after `Retry-After` seconds.", body = doc::ODataError, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
 pub async fn checkins(State(state): State<Arc<AppState>>, req: Request) -> Response {
     match checkins_inner(&state, req).await {
         Ok(res) => res,
@@ -57,6 +79,27 @@ async fn checkins_inner(state: &AppState, req: Request) -> GraphResult<Response>
 
 /// `GET /cirrus/v1/client/policy`: the calling user's effective policy, with an `ETag` (a hash
 /// of the document) and `If-None-Match` → 304.
+#[utoipa::path(
+    get,
+    path = "/cirrus/v1/client/policy",
+    tag = "client",
+    operation_id = "getClientPolicy",
+    summary = doc::POLICY_SUMMARY,
+    description = doc::POLICY_DESCRIPTION,
+    security(("bearer" = [])),
+    params(
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "An `ETag` from an earlier response (or `*`); `304` while it still matches."),
+        ("client-request-id" = Option<String>, Header, nullable = false, description = "Echoed in the response (at most 128 visible ASCII characters)."),
+    ),
+    responses(
+        (status = 200, description = "The effective policy.", body = doc::ClientPolicy, headers(("ETag" = String, description = "A hash of the document (and tenant)."))),
+        (status = 304, description = "Unchanged since the `ETag` sent in `If-None-Match`; no body.", headers(("ETag" = String, description = "The same ETag."))),
+        (status = 401, description = "No valid bearer token.", body = doc::ODataError, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "An application token: the policy is per user.", body = doc::ODataError),
+        (status = 429, description = "Too many requests: not sent by this version (the client API is not throttled); honour `Retry-After` if a later one does.", body = doc::ODataError, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 503, description = "Storage unavailable. Retry after `Retry-After` seconds.", body = doc::ODataError, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    )
+)]
 pub async fn policy(State(state): State<Arc<AppState>>, req: Request) -> Response {
     match policy_inner(&state, req).await {
         Ok(res) => res,

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod body;
 pub mod client;
+pub mod client_openapi;
 pub mod handlers;
 pub mod metrics;
 mod reads;
@@ -125,14 +126,17 @@ pub struct RequestIds {
 
 pub fn router(state: Arc<AppState>) -> Router {
     let timeout = state.config.request_timeout;
+    // The client API's routes and its OpenAPI document come from the same annotated handlers.
+    let (client_routes, client_doc) = client_openapi::routes();
+    let client_doc = Arc::new(client_doc);
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
-        .route("/cirrus/v1/client/policy", get(client::policy))
+        .merge(client_routes)
         .route(
-            "/cirrus/v1/client/checkins",
-            axum::routing::post(client::checkins),
+            client_openapi::PATH,
+            get(move || client_openapi::serve(client_doc.clone())),
         )
         .route("/openapi/graph.json", get(openapi))
         .fallback(handlers::graph)
