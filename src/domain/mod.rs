@@ -17,6 +17,7 @@ use crate::model::input::{
 use crate::model::{
     Assignment, AssignmentTarget, ClientConfiguration, OfficeConfiguration, PayloadKind, TenantId,
 };
+use crate::storage::changes::ChangeFeed;
 use crate::storage::query::{CollectionQuery, EntitySet, Param};
 use crate::storage::{Store, TenantTx};
 
@@ -221,15 +222,26 @@ fn paginate<T>(
 pub struct Service {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// The feed `store` bumps on commit (and, on PostgreSQL, other instances through NOTIFY).
+    changes: Arc<ChangeFeed>,
 }
 
 impl Service {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+    /// `changes` must be the feed `store`'s commits bump, or cached policies go stale.
+    pub fn new(store: Arc<dyn Store>, changes: Arc<ChangeFeed>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            clock,
+            changes,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn changes(&self) -> &Arc<ChangeFeed> {
+        &self.changes
     }
 
     /// Now, at the precision we store (microseconds), so a response equals a later read.

@@ -6,6 +6,7 @@
 //! whole-set `assign`) are checked and applied atomically.
 
 pub mod cache;
+pub mod changes;
 pub mod postgres;
 pub mod query;
 pub mod sql;
