@@ -17,7 +17,8 @@ use crate::model::input::{
 use crate::model::{
     Assignment, AssignmentTarget, ClientConfiguration, OfficeConfiguration, PayloadKind, TenantId,
 };
-use crate::storage::changes::ChangeFeed;
+use crate::policy::index::{PolicyDocument, PolicyIndex, TenantPolicy};
+use crate::storage::changes::{ChangeFeed, Topic};
 use crate::storage::query::{CollectionQuery, EntitySet, Param};
 use crate::storage::{Store, TenantTx};
 
@@ -224,6 +225,7 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     /// The feed `store` bumps on commit (and, on PostgreSQL, other instances through NOTIFY).
     changes: Arc<ChangeFeed>,
+    policy: Arc<PolicyIndex>,
 }
 
 impl Service {
@@ -233,6 +235,7 @@ impl Service {
             store,
             clock,
             changes,
+            policy: Arc::default(),
         }
     }
 
@@ -242,6 +245,38 @@ impl Service {
 
     pub fn changes(&self) -> &Arc<ChangeFeed> {
         &self.changes
+    }
+
+    pub fn policy_index(&self) -> &Arc<PolicyIndex> {
+        &self.policy
+    }
+
+    /// The client policy of a member of `groups`, from the tenant's compiled index when it is
+    /// current. The generation is read before loading, so a compile is never tagged newer than
+    /// its data; when the feed is not live the policy is computed without caching.
+    pub async fn client_policy(
+        &self,
+        tenant: &TenantId,
+        groups: &[Uuid],
+    ) -> GraphResult<Arc<PolicyDocument>> {
+        let generation = self.changes.generation(tenant, Topic::Configurations);
+        if let Some(g) = generation
+            && let Some(compiled) = self.policy.get(tenant, g)
+        {
+            return Ok(compiled.document(groups));
+        }
+        let configurations = self.store.configurations(tenant).await?;
+        let ids: Vec<Uuid> = configurations.iter().map(|c| c.id).collect();
+        let assignments = self.assignments_of(tenant, &ids).await?;
+        let compiled = Arc::new(TenantPolicy::compile(
+            tenant,
+            generation,
+            &configurations,
+            &assignments,
+            self.policy.limits(),
+        ));
+        self.policy.insert(&compiled);
+        Ok(compiled.document(groups))
     }
 
     /// Now, at the precision we store (microseconds), so a response equals a later read.
