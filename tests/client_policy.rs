@@ -416,3 +416,156 @@ engine_tests!(
     every_graph_change_shows_in_the_next_policy_response,
     users_with_the_same_groups_get_their_own_identity_and_etag,
 );
+
+// ---- two instances on one PostgreSQL: invalidation by LISTEN/NOTIFY ----------------------
+
+/// Two instances on one fresh schema (sharing a data directory for the dev signing key), or
+/// `None` (reported) without PostgreSQL.
+async fn two_instances() -> Option<(Server, Server, std::sync::Arc<PgSchema>)> {
+    if postgres_url().is_none() {
+        report_postgres_skipped();
+        return None;
+    }
+    let schema = std::sync::Arc::new(PgSchema::create().await);
+    let a = Server::start_on(Some(schema.clone()), None, &[]).await;
+    let b = Server::start_on(Some(schema.clone()), Some(&a), &[]).await;
+    Some((a, b, schema))
+}
+
+/// Fetches on `s` until `ok` holds. NOTIFY is delivered to the other instance's listener
+/// asynchronously, just after the writer's commit, so the very next request may race it by a
+/// fraction of a millisecond; a stale cache would never pass.
+async fn eventually(s: &Server, user: &str, what: &str, ok: impl Fn(&Value) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = policy(s, user).await;
+        assert_eq!(r.status, 200, "{what}: {}", r.text);
+        let v = r.json();
+        if ok(&v) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: still not visible after 10 s: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_change_through_one_instance_invalidates_the_others_index() {
+    let Some((a, b, _schema)) = two_instances().await else {
+        return;
+    };
+    let admin = a.token("contoso");
+    let user = user_token(&b, G1);
+    let id = create_assigned(&a, &admin, WINDOWS, 1, r#"{"k":0}"#, G1).await;
+    for round in 1..=20 {
+        // B compiles and caches the current state…
+        let before = warm(&b, &user).await;
+        assert_eq!(before["policySettings"]["k"], round - 1);
+        // …A changes it…
+        let r = a
+            .patch(
+                &cfg(&id),
+                &admin,
+                json!({"policyPayload": b64(&format!(r#"{{"k":{round}}}"#))}),
+            )
+            .await;
+        assert_eq!(r.status, 204, "{}", r.text);
+        // …and B's next answers show it.
+        eventually(&b, &user, "PATCH through A", |v| {
+            v["policySettings"]["k"] == round
+        })
+        .await;
+    }
+    // Assignment changes travel the same way.
+    let r = a
+        .post(
+            &format!("{}/assign", cfg(&id)),
+            &admin,
+            json!({"officeConfigurationAssignments": [{"target": group_target(G2)}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    eventually(&b, &user, "assign through A", |v| {
+        v["configurations"] == json!([])
+    })
+    .await;
+}
+
+/// The backend pids of an instance's change listener (its connection is named after the
+/// instance's process id).
+async fn listener_pids(admin: &sqlx::PgPool, server: &Server) -> Vec<i32> {
+    sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1")
+        .bind(format!("cirrus-changes-{}", server.pid()))
+        .fetch_all(admin)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_instance_whose_listener_is_killed_stays_correct() {
+    let Some((a, b, schema)) = two_instances().await else {
+        return;
+    };
+    let admin_db = sqlx::PgPool::connect(&schema.admin_url).await.unwrap();
+    let admin = a.token("contoso");
+    let user = user_token(&b, G1);
+    let id = create_assigned(&a, &admin, WINDOWS, 1, r#"{"k":0}"#, G1).await;
+    for round in 1..=5 {
+        assert_eq!(warm(&b, &user).await["policySettings"]["k"], round - 1);
+        // Kill B's listener session (as a failover or a connection reaper would) and wait
+        // until it is gone: notifications sent from now until B listens again are lost.
+        let pids = listener_pids(&admin_db, &b).await;
+        assert_eq!(pids.len(), 1, "B listens on one connection: {pids:?}");
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+            .bind(pids[0])
+            .fetch_one(&admin_db)
+            .await
+            .unwrap();
+        assert!(killed);
+        let r = a
+            .patch(
+                &cfg(&id),
+                &admin,
+                json!({"policyPayload": b64(&format!(r#"{{"k":{round}}}"#))}),
+            )
+            .await;
+        assert_eq!(r.status, 204, "{}", r.text);
+        // B does not serve its cached compile: while not listening it reads the database, and
+        // on listening again it drops every cached generation.
+        eventually(&b, &user, "change while B's listener was down", |v| {
+            v["policySettings"]["k"] == round
+        })
+        .await;
+        // B listens again, on a new connection…
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let now = listener_pids(&admin_db, &b).await;
+            if now.len() == 1 && now[0] != pids[0] {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "B never listened again"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    // …and is invalidated by notifications again.
+    assert_eq!(warm(&b, &user).await["policySettings"]["k"], 5);
+    let r = a
+        .patch(
+            &cfg(&id),
+            &admin,
+            json!({"policyPayload": b64(r#"{"k":"after"}"#)}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    eventually(&b, &user, "change after reconnecting", |v| {
+        v["policySettings"]["k"] == "after"
+    })
+    .await;
+    admin_db.close().await;
+}
