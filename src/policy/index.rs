@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -150,8 +150,8 @@ struct Documents {
     map: HashMap<Vec<u32>, (Arc<PolicyDocument>, u64)>,
     tick: u64,
     bytes: usize,
-    /// The index's account, once an index holds the tenant: set and charged under this lock,
-    /// so every byte added is subtracted exactly once.
+    /// The index's account while an index holds the tenant: set, charged and cleared under
+    /// this lock, so every byte added is subtracted exactly once.
     account: Option<Account>,
 }
 
@@ -332,6 +332,16 @@ impl TenantPolicy {
         docs.charge(weight as isize);
     }
 
+    /// Leaves the index's byte account (on eviction): a request may still hold this tenant for
+    /// a moment, but the index no longer does.
+    fn detach(&self) {
+        if let Ok(mut docs) = self.documents.lock()
+            && let Some((held, _)) = docs.account.take()
+        {
+            held.fetch_sub(self.weight + docs.bytes, Ordering::Relaxed);
+        }
+    }
+
     /// Joins an index's byte account (the compiled data and documents so far).
     fn attach(&self, account: Account) {
         if let Ok(mut docs) = self.documents.lock()
@@ -385,7 +395,8 @@ fn merge_keys(
 
 /// The compiled tenants of this process.
 pub struct PolicyIndex {
-    tenants: Mutex<HashMap<TenantId, Arc<TenantPolicy>>>,
+    /// Read-locked on every request (hits touch only atomics), write-locked to insert.
+    tenants: RwLock<HashMap<TenantId, Arc<TenantPolicy>>>,
     limits: Limits,
     bytes: Arc<AtomicUsize>,
     clock: AtomicU64,
@@ -400,7 +411,7 @@ impl Default for PolicyIndex {
 impl PolicyIndex {
     pub fn new(limits: Limits) -> Self {
         Self {
-            tenants: Mutex::default(),
+            tenants: RwLock::default(),
             limits,
             bytes: Arc::default(),
             clock: AtomicU64::new(0),
@@ -413,7 +424,7 @@ impl PolicyIndex {
 
     /// The tenant's compiled policy if it was compiled at exactly `generation`.
     pub fn get(&self, tenant: &TenantId, generation: u64) -> Option<Arc<TenantPolicy>> {
-        let map = self.tenants.lock().ok()?;
+        let map = self.tenants.read().ok()?;
         let t = map.get(tenant)?;
         if t.generation != Some(generation) {
             return None;
@@ -435,7 +446,7 @@ impl PolicyIndex {
         if compiled.weight > self.limits.max_bytes / 4 || self.limits.max_tenants == 0 {
             return;
         }
-        let Ok(mut map) = self.tenants.lock() else {
+        let Ok(mut map) = self.tenants.write() else {
             return;
         };
         if let Some(held) = map.get(&compiled.tenant)
@@ -443,10 +454,12 @@ impl PolicyIndex {
         {
             return;
         }
-        map.remove(&compiled.tenant);
+        if let Some(old) = map.remove(&compiled.tenant) {
+            old.detach();
+        }
         while !map.is_empty()
             && (map.len() >= self.limits.max_tenants
-                || self.bytes.load(Ordering::Relaxed) + compiled.weight > self.limits.max_bytes)
+                || self.bytes() + compiled.weight > self.limits.max_bytes)
         {
             let Some(oldest) = map
                 .iter()
@@ -455,7 +468,9 @@ impl PolicyIndex {
             else {
                 break;
             };
-            map.remove(&oldest);
+            if let Some(t) = map.remove(&oldest) {
+                t.detach();
+            }
         }
         compiled.last_used.store(
             self.clock.fetch_add(1, Ordering::Relaxed),
@@ -467,14 +482,14 @@ impl PolicyIndex {
 
     /// Compiled tenants held (for tests and metrics).
     pub fn len(&self) -> usize {
-        self.tenants.lock().map_or(0, |m| m.len())
+        self.tenants.read().map_or(0, |m| m.len())
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Estimated bytes held by compiled tenants and their documents (in-flight ones included).
+    /// Estimated bytes of the compiled tenants held and their documents.
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
@@ -753,6 +768,25 @@ mod tests {
             assert!(index.bytes() <= limits.max_bytes, "{} bytes", index.bytes());
         }
         assert!(index.len() < 50 && !index.is_empty());
+        // Tenants evicted while requests still hold them no longer count.
+        let held: Vec<_> = (0..50)
+            .map(|i| {
+                let tenant = TenantId::parse(&format!("h{i}")).unwrap();
+                let c = Arc::new(TenantPolicy::compile(
+                    &tenant,
+                    Some(1),
+                    &list,
+                    &by_config,
+                    &limits,
+                ));
+                index.insert(&c);
+                c
+            })
+            .collect();
+        let fit = index.len();
+        assert!(fit > 1, "only {fit} tenants held");
+        drop(held);
+        assert!(index.bytes() <= limits.max_bytes);
         // One tenant bigger than a quarter of the budget is never held.
         let huge = vec![config(
             1,
