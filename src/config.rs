@@ -13,6 +13,7 @@ use crate::domain::{Service, SystemClock};
 use crate::http::{AppState, Authenticator, HttpConfig, TokenVerifier};
 use crate::storage::Store;
 use crate::storage::cache::CachedStore;
+use crate::storage::changes::ChangeFeed;
 use crate::storage::postgres::PostgresStore;
 use crate::storage::sqlite::SqliteStore;
 
@@ -101,16 +102,24 @@ impl Database {
         }
     }
 
-    /// Opens the engine; migrations applied first if `migrate`.
-    pub async fn open(&self, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+    /// Opens the engine (migrations applied first if `migrate`) and the change feed its
+    /// writes bump, which the caches above storage read.
+    pub async fn open(&self, migrate: bool) -> anyhow::Result<(Arc<dyn Store>, Arc<ChangeFeed>)> {
         Ok(match self {
             // Only this process writes the file (the data directory is locked), so an
-            // in-process cache is safe.
+            // in-process cache is safe and local bumps see every change.
             Self::Sqlite(path) => {
-                Arc::new(CachedStore::new(SqliteStore::open(path, migrate).await?))
+                let changes = ChangeFeed::local();
+                let store = SqliteStore::open(path, migrate)
+                    .await?
+                    .with_changes(changes.clone());
+                (Arc::new(CachedStore::new(store)), changes)
             }
+            // Other instances write too: their changes arrive by LISTEN/NOTIFY.
             Self::Postgres(url) => {
-                Arc::new(PostgresStore::connect(url, migrate, Duration::from_secs(30)).await?)
+                let store = PostgresStore::connect(url, migrate, Duration::from_secs(30)).await?;
+                let changes = ChangeFeed::postgres(url, Duration::from_secs(10)).await?;
+                (Arc::new(store.with_changes(changes.clone())), changes)
             }
         })
     }
@@ -155,7 +164,7 @@ pub async fn build_state(cfg: &ServeConfig) -> anyhow::Result<Arc<AppState>> {
         anyhow::bail!("--clock-offset-file is a test hook and only allowed with --auth dev");
     }
     crate::http::metrics::install();
-    let store = db.open(cfg.migrate).await?;
+    let (store, changes) = db.open(cfg.migrate).await?;
     let verifier = match &cfg.auth {
         AuthMode::Dev => TokenVerifier::Dev(DevKey::load_or_create(&cfg.data_dir)?),
         AuthMode::Jwt(jwt) => TokenVerifier::Jwt(JwtVerifier::start(jwt.clone()).await?),
@@ -163,7 +172,7 @@ pub async fn build_state(cfg: &ServeConfig) -> anyhow::Result<Arc<AppState>> {
     let mut http = cfg.http.clone();
     http.fallback_host = cfg.listen.to_string();
     Ok(Arc::new(AppState {
-        service: Service::new(store, cfg.clock(), checkins),
+        service: Service::new(store, changes, cfg.clock(), checkins),
         auth: Authenticator::new(verifier),
         throttle: crate::http::throttle::Throttle::new(http.throttle.clone()),
         config: http,

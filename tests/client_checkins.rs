@@ -512,3 +512,39 @@ engine_tests!(
     graph_patch_shows_until_the_next_checkin_in_scope,
     acknowledged_checkins_survive_a_crash,
 );
+
+/// Two instances on one PostgreSQL: B caches its views; a check-in through A reaches them
+/// (NOTIFY from the batch's transaction), well before the cache's time limit.
+#[tokio::test]
+async fn a_checkin_through_one_instance_refreshes_the_others_views() {
+    if postgres_url().is_none() {
+        report_postgres_skipped();
+        return;
+    }
+    let schema = std::sync::Arc::new(PgSchema::create().await);
+    let a = Server::start_on(Some(schema.clone()), None, &[]).await;
+    let b = Server::start_on(Some(schema.clone()), Some(&a), &[]).await;
+    let admin = a.token("contoso");
+    let c = id_of(&a.create_windows(&admin, "A").await);
+    for n in 0..5u32 {
+        // B computes and caches…
+        assert_eq!(tenant_view(&b, &admin).await.1, (i64::from(n), 0));
+        assert_eq!(config_view(&b, &admin, &c).await.1, (i64::from(n), 0));
+        // …a report lands through A…
+        report(&a, &user_token(&a, n), "PC", true, &[&c]).await;
+        // …and B shows it within moments.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let fresh = tenant_view(&b, &admin).await.1 == (i64::from(n) + 1, 0)
+                && config_view(&b, &admin, &c).await.1 == (i64::from(n) + 1, 0);
+            if fresh {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "B's views stayed stale"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}

@@ -2,9 +2,11 @@
 //! what the tenant and each configuration show, and how a Graph PATCH of those properties
 //! interacts with later check-ins.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
 
 use super::Service;
 use crate::error::GraphResult;
@@ -41,6 +43,59 @@ impl Default for CheckinSettings {
     }
 }
 
+/// Computed views are reused while no check-in reached the tenant (its `Checkins` generation is
+/// unchanged) and for at most this long, so reports still age out of the window on time.
+const VIEW_TTL: Duration = Duration::seconds(60);
+const MAX_VIEW_TENANTS: usize = 10_000;
+const MAX_VIEW_CONFIGURATIONS: usize = 2_000;
+
+#[derive(Default)]
+struct TenantViews {
+    generation: u64,
+    computed_at: Option<OffsetDateTime>,
+    office: Option<CheckinView>,
+    configurations: HashMap<Uuid, CheckinView>,
+}
+
+/// The last computed views per tenant (bounded; starting over when full is cheap).
+#[derive(Default)]
+pub(super) struct ViewCache {
+    tenants: Mutex<HashMap<TenantId, TenantViews>>,
+}
+
+impl ViewCache {
+    /// Runs `f` on the tenant's entry if it is still valid for `generation` at `now`, after
+    /// resetting it otherwise.
+    fn with<R>(
+        &self,
+        tenant: &TenantId,
+        generation: u64,
+        now: OffsetDateTime,
+        f: impl FnOnce(&mut TenantViews) -> R,
+    ) -> Option<R> {
+        let mut map = self.tenants.lock().ok()?;
+        if !map.contains_key(tenant) && map.len() >= MAX_VIEW_TENANTS {
+            map.clear();
+        }
+        let entry = map.entry(tenant.clone()).or_default();
+        let fresh = entry.generation == generation
+            && entry
+                .computed_at
+                .is_some_and(|at| now >= at && now - at < VIEW_TTL);
+        if !fresh {
+            *entry = TenantViews {
+                generation,
+                computed_at: Some(now),
+                ..Default::default()
+            };
+        }
+        if entry.configurations.len() > MAX_VIEW_CONFIGURATIONS {
+            entry.configurations.clear();
+        }
+        Some(f(entry))
+    }
+}
+
 /// The calling user, as the check-in needs it.
 pub struct Reporter<'a> {
     pub tenant: &'a TenantId,
@@ -54,10 +109,6 @@ impl Service {
         config: IngestConfig,
     ) -> Arc<CheckinIngestor> {
         Arc::new(CheckinIngestor::start(store, config, Arc::new(|_, _| {})))
-    }
-
-    fn window_start(&self) -> OffsetDateTime {
-        self.now() - self.checkin_settings.window
     }
 
     /// Stores a client's report (durably, before returning) as the latest status of its
@@ -90,16 +141,34 @@ impl Service {
         Ok(status)
     }
 
+    /// The generation to cache views under, read before the database (None: don't cache).
+    fn views_generation(&self, tenant: &TenantId) -> Option<u64> {
+        self.changes
+            .generation(tenant, crate::storage::changes::Topic::Checkins)
+    }
+
     /// The tenant's check-in view as Graph shows it now.
     pub async fn tenant_checkin_view(&self, tenant: &TenantId) -> GraphResult<CheckinView> {
-        Ok(self
+        let now = self.now();
+        let generation = self.views_generation(tenant);
+        if let Some(g) = generation
+            && let Some(Some(view)) = self.views.with(tenant, g, now, |e| e.office.clone())
+        {
+            return Ok(view);
+        }
+        let view = self
             .store
             .tenant_checkin_view(
                 tenant,
-                self.window_start(),
+                now - self.checkin_settings.window,
                 self.checkin_settings.status_cap,
             )
-            .await?)
+            .await?;
+        if let Some(g) = generation {
+            self.views
+                .with(tenant, g, now, |e| e.office = Some(view.clone()));
+        }
+        Ok(view)
     }
 
     /// Puts the computed views into the singleton, unless a Graph PATCH overrides them.
@@ -123,23 +192,49 @@ impl Service {
         tenant: &TenantId,
         values: &mut [ClientConfiguration],
     ) -> GraphResult<()> {
-        let ids: Vec<uuid::Uuid> = values
+        let now = self.now();
+        let generation = self.views_generation(tenant);
+        let wanted: Vec<Uuid> = values
             .iter()
             .filter(|c| !c.checkin_override)
             .map(|c| c.id)
             .collect();
-        if ids.is_empty() {
-            return Ok(());
+        let mut views: HashMap<Uuid, CheckinView> = match generation {
+            Some(g) => self
+                .views
+                .with(tenant, g, now, |e| {
+                    wanted
+                        .iter()
+                        .filter_map(|id| e.configurations.get(id).map(|v| (*id, v.clone())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => HashMap::new(),
+        };
+        let missing: Vec<Uuid> = wanted
+            .iter()
+            .filter(|id| !views.contains_key(id))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            let loaded = self
+                .store
+                .configuration_checkin_views(
+                    tenant,
+                    &missing,
+                    now - self.checkin_settings.window,
+                    self.checkin_settings.status_cap,
+                )
+                .await?;
+            if let Some(g) = generation {
+                self.views.with(tenant, g, now, |e| {
+                    for (id, view) in &loaded {
+                        e.configurations.insert(*id, view.clone());
+                    }
+                });
+            }
+            views.extend(loaded);
         }
-        let mut views = self
-            .store
-            .configuration_checkin_views(
-                tenant,
-                &ids,
-                self.window_start(),
-                self.checkin_settings.status_cap,
-            )
-            .await?;
         for c in values.iter_mut().filter(|c| !c.checkin_override) {
             let view = views.remove(&c.id).unwrap_or_default();
             c.checkin_statuses = view.statuses;

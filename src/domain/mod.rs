@@ -23,6 +23,8 @@ pub use checkins::{
     CHECKIN_WINDOW_DAYS, CheckinSettings, DEFAULT_STATUS_CAP, MAX_STATUS_CAP, Reporter,
 };
 
+use crate::policy::index::{PolicyDocument, PolicyIndex, TenantPolicy};
+use crate::storage::changes::{ChangeFeed, Topic};
 use crate::storage::query::{CollectionQuery, EntitySet, Param};
 use crate::storage::{Store, TenantTx};
 
@@ -252,12 +254,18 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     checkin_settings: CheckinSettings,
     ingestor: Arc<crate::policy::ingest::CheckinIngestor>,
+    /// The feed `store` bumps on commit (and, on PostgreSQL, other instances through NOTIFY).
+    changes: Arc<ChangeFeed>,
+    policy: Arc<PolicyIndex>,
+    views: Arc<checkins::ViewCache>,
 }
 
 impl Service {
     /// Builds the service and starts its check-in writers (needs a tokio runtime).
+    /// `changes` must be the feed `store`'s commits bump, or cached policies go stale.
     pub fn new(
         store: Arc<dyn Store>,
+        changes: Arc<ChangeFeed>,
         clock: Arc<dyn Clock>,
         checkin_settings: CheckinSettings,
     ) -> Self {
@@ -267,11 +275,50 @@ impl Service {
             clock,
             checkin_settings,
             ingestor,
+            changes,
+            policy: Arc::default(),
+            views: Arc::default(),
         }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn changes(&self) -> &Arc<ChangeFeed> {
+        &self.changes
+    }
+
+    pub fn policy_index(&self) -> &Arc<PolicyIndex> {
+        &self.policy
+    }
+
+    /// The client policy of a member of `groups`, from the tenant's compiled index when it is
+    /// current. The generation is read before loading, so a compile is never tagged newer than
+    /// its data; when the feed is not live the policy is computed without caching.
+    pub async fn client_policy(
+        &self,
+        tenant: &TenantId,
+        groups: &[Uuid],
+    ) -> GraphResult<Arc<PolicyDocument>> {
+        let generation = self.changes.generation(tenant, Topic::Configurations);
+        if let Some(g) = generation
+            && let Some(compiled) = self.policy.get(tenant, g)
+        {
+            return Ok(compiled.document(groups));
+        }
+        let configurations = self.store.configurations(tenant).await?;
+        let ids: Vec<Uuid> = configurations.iter().map(|c| c.id).collect();
+        let assignments = self.assignments_of(tenant, &ids).await?;
+        let compiled = Arc::new(TenantPolicy::compile(
+            tenant,
+            generation,
+            &configurations,
+            &assignments,
+            self.policy.limits(),
+        ));
+        self.policy.insert(&compiled);
+        Ok(compiled.document(groups))
     }
 
     /// Now, at the precision we store (microseconds), so a response equals a later read.

@@ -1,7 +1,6 @@
 //! The Office client API (not part of Graph), under `/cirrus/v1/client/`. Errors use the same
 //! envelope as the Graph side.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -114,44 +113,51 @@ async fn policy_inner(state: &AppState, req: Request) -> GraphResult<Response> {
             "The client policy is per user: call it with a delegated (user) token; application tokens are not supported.".into(),
         ));
     }
-    let groups: HashSet<Uuid> = principal
+    let groups: Vec<Uuid> = principal
         .groups
         .iter()
         .filter_map(|g| parse_guid(g))
         .collect();
-    let svc = &state.service;
-    let configurations = svc.configurations(&principal.tenant).await?;
-    let ids: Vec<Uuid> = configurations.iter().map(|c| c.id).collect();
-    let assignments = svc.assignments_of(&principal.tenant, &ids).await?;
-    let policy = crate::policy::effective_policy(&configurations, &assignments, &groups);
-    let mut body = policy.to_json();
-    if let Some(obj) = body.as_object_mut() {
-        obj.insert("userId".into(), principal.object_id.clone().into());
-        obj.insert(
-            "userPrincipalName".into(),
-            principal.user_principal_name.clone().into(),
-        );
-    }
-    let text = body.to_string();
-    let etag = format!(
-        "\"{:016x}\"",
-        crate::odata::paging::fnv1a(&[principal.tenant.as_str(), &text])
+    // Served from the tenant's compiled policy index (src/policy/index.rs).
+    let document = state
+        .service
+        .client_policy(&principal.tenant, &groups)
+        .await?;
+    let user = document.for_user(
+        principal.object_id.as_deref(),
+        principal.user_principal_name.as_deref(),
     );
+    let etag = &user.etag;
     let unchanged = req
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
             v.split(',')
-                .any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*")
+                .any(|t| t.trim().trim_start_matches("W/") == etag.as_str() || t.trim() == "*")
         });
     let mut res = if unchanged {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        json_response(StatusCode::OK, body)
+        json_text_response(StatusCode::OK, user.body())
     };
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
         res.headers_mut().insert(header::ETAG, v);
     }
     Ok(res)
+}
+
+/// A JSON response from already-serialised text, with the headers `json_response` sets.
+fn json_text_response(status: StatusCode, text: String) -> Response {
+    let mut res = (status, text).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::odata::JSON_CONTENT_TYPE),
+    );
+    h.insert(
+        "odata-version",
+        HeaderValue::from_static(crate::odata::ODATA_VERSION),
+    );
+    res
 }

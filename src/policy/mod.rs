@@ -3,6 +3,11 @@
 //! top-level keys of every `policyPayload` merged so that the highest-priority configuration
 //! setting a key wins — the same, separately, for `userPreferencePayload` — with the
 //! configuration that supplied each key. Pure: the caller loads the data.
+//!
+//! [`effective_policy`] is the reference semantics; requests are served from the compiled,
+//! cached form in [`index`], which must give the same result.
+
+pub mod index;
 
 pub mod ingest;
 

@@ -252,7 +252,16 @@ macro_rules! checkin_engine {
                 $store::checkins_before_commit(&mut tx, &tenants)
                     .await
                     .map_err(map_err)?;
-                tx.commit().await.map_err(map_err)?;
+                let committed = tx.commit().await.map_err(map_err);
+                // Even on a commit error (it may have gone through): a needless bump is cheap.
+                for tenant in tenants
+                    .iter()
+                    .filter_map(|t| $crate::model::TenantId::parse(t))
+                {
+                    self.changes
+                        .bump(&tenant, $crate::storage::changes::Topic::Checkins);
+                }
+                committed?;
                 Ok(cleared
                     .into_iter()
                     .filter_map($crate::model::TenantId::parse)

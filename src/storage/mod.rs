@@ -6,6 +6,7 @@
 //! whole-set `assign`) are checked and applied atomically.
 
 pub mod cache;
+pub mod changes;
 pub mod checkins;
 pub mod postgres;
 pub mod query;

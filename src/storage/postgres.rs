@@ -1,8 +1,10 @@
 //! The scale-out engine: PostgreSQL, shared by any number of stateless cirrus instances.
 //! A tenant's writes are serialised by locking its singleton row (`SELECT … FOR UPDATE`), so
-//! rules spanning rows hold across instances. No in-process cache: every read sees the latest
-//! commit, whichever instance made it.
+//! rules spanning rows hold across instances. No in-process cache here: every read sees the
+//! latest commit, whichever instance made it. (The compiled policy index caches above this, kept
+//! current by the notification each write transaction sends — see [`super::changes`].)
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -10,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::changes::{self, ChangeFeed, Topic};
 use super::sql::{INSERT_OFFICE, sql_engine};
 use crate::model::TenantId;
 
@@ -18,9 +21,15 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/post
 const LOCK_TENANT: &str =
     "SELECT version FROM office_configurations WHERE tenant_id = $1 FOR UPDATE";
 
+/// Sent inside every write transaction: PostgreSQL delivers it to every listening instance
+/// when, and only if, the transaction commits.
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
 pub struct PostgresStore {
     reader: PgPool,
     writer: PgPool,
+    /// Bumped after this process's own commits (its listener hears them too, but later).
+    changes: Arc<ChangeFeed>,
 }
 
 /// How long a request waits for a connection before answering 503: short, so an outage
@@ -57,7 +66,14 @@ impl PostgresStore {
         Ok(Self {
             reader: pool.clone(),
             writer: pool,
+            changes: ChangeFeed::local(),
         })
+    }
+
+    /// The feed this store bumps after each commit (the one the caches read).
+    pub fn with_changes(mut self, changes: Arc<ChangeFeed>) -> Self {
+        self.changes = changes;
+        self
     }
 
     async fn begin_tenant(
@@ -84,17 +100,31 @@ impl PostgresStore {
         self.writer.begin().await
     }
 
+    /// Other instances' cached check-in views go stale with this batch: one notification per
+    /// tenant per batch (not per report; notifying transactions commit one at a time).
     async fn checkins_before_commit(
-        _tx: &mut Transaction<'static, Postgres>,
-        _tenants: &[&str],
+        tx: &mut Transaction<'static, Postgres>,
+        tenants: &[&str],
     ) -> Result<(), sqlx::Error> {
+        for tenant in tenants.iter().filter_map(|t| TenantId::parse(t)) {
+            sqlx::query(NOTIFY)
+                .bind(changes::CHANNEL)
+                .bind(changes::notify_payload(&tenant, Topic::Checkins))
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 
     async fn before_commit(
-        _tx: &mut Transaction<'static, Postgres>,
-        _tenant: &TenantId,
+        tx: &mut Transaction<'static, Postgres>,
+        tenant: &TenantId,
     ) -> Result<(), sqlx::Error> {
+        sqlx::query(NOTIFY)
+            .bind(changes::CHANNEL)
+            .bind(changes::notify_payload(tenant, Topic::Configurations))
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }

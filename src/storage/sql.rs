@@ -117,7 +117,8 @@ pub fn from_micros(us: i64) -> Result<OffsetDateTime, StorageError> {
         .map_err(|e| corrupt("timestamp", e))
 }
 
-/// Implements `Store` for `$store` (which must have `reader`/`writer` pools and an inherent
+/// Implements `Store` for `$store` (which must have `reader`/`writer` pools, a `changes` feed
+/// bumped after every commit, and an inherent
 /// `async fn begin_tenant(&self, tenant: &TenantId, new_singleton_id: Uuid) ->
 /// Result<Transaction<'static, $db>, sqlx::Error>` that returns a transaction holding the
 /// tenant's write lock) and `TenantTx` for its transaction type `$tx`.
@@ -392,6 +393,7 @@ macro_rules! sql_engine {
                 Ok(Box::new($tx {
                     tx,
                     tenant: tenant.clone(),
+                    changes: self.changes.clone(),
                 }))
             }
 
@@ -437,6 +439,8 @@ macro_rules! sql_engine {
         pub struct $tx {
             tx: sqlx::Transaction<'static, $db>,
             tenant: $crate::model::TenantId,
+            /// Bumped after the commit, so this process's caches see its own write at once.
+            changes: std::sync::Arc<$crate::storage::changes::ChangeFeed>,
         }
 
         impl $tx {
@@ -719,7 +723,13 @@ macro_rules! sql_engine {
                 $store::before_commit(&mut this.tx, &this.tenant)
                     .await
                     .map_err(map_err)?;
-                this.tx.commit().await.map_err(map_err)
+                let result = this.tx.commit().await.map_err(map_err);
+                // Even after a reported failure the commit may have happened: bump anyway.
+                this.changes.bump(
+                    &this.tenant,
+                    $crate::storage::changes::Topic::Configurations,
+                );
+                result
             }
         }
     };

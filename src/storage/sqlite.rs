@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,6 +15,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
+use super::changes::ChangeFeed;
 use super::sql::{INSERT_OFFICE, sql_engine};
 use crate::model::TenantId;
 
@@ -22,6 +24,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqli
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
+    /// Bumped after every commit: this process is the only writer, so that is every change.
+    changes: Arc<ChangeFeed>,
 }
 
 impl SqliteStore {
@@ -51,7 +55,17 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(Self { reader, writer })
+        Ok(Self {
+            reader,
+            writer,
+            changes: ChangeFeed::local(),
+        })
+    }
+
+    /// The feed this store bumps after each commit (the one the caches read).
+    pub fn with_changes(mut self, changes: Arc<ChangeFeed>) -> Self {
+        self.changes = changes;
+        self
     }
 
     /// `BEGIN IMMEDIATE` takes SQLite's (database-wide) write lock, which covers the tenant.

@@ -312,6 +312,11 @@ impl Server {
         self.wait_healthy().await;
     }
 
+    /// The server's process id (e.g. to find its connections in `pg_stat_activity`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn token_with(&self, req: TokenRequest) -> String {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         self.key.mint(&claims_for(&req, now).unwrap()).unwrap()
