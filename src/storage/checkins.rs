@@ -1,9 +1,12 @@
 //! The check-in store (DESIGN §3), shared by both SQL engines like [`super::sql`]: the latest
 //! report per (tenant, user, device) in `client_checkins`, and one `client_checkin_policies`
-//! row per configuration that report applied, so each configuration's view is an index range.
+//! row per configuration that report applied (keyed by device, so replacing a report is a key
+//! range; each configuration's view is a range of the by-time index).
 //!
-//! Batches are written in one transaction (the caller group-commits many clients' reports);
-//! rows are written in key order so two instances writing overlapping batches cannot deadlock.
+//! Batches are written in one transaction (the caller group-commits many clients' reports),
+//! with a few multi-row statements per batch rather than a few statements per report: per
+//! statement round trips, not the commit, were the cost once batches grew. Rows are written in
+//! key order so two instances writing overlapping batches cannot deadlock.
 
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -12,14 +15,89 @@ use super::StorageError;
 use super::sql::{corrupt, from_micros, parse_json};
 use crate::model::CheckinStatus;
 
-pub const UPSERT_CHECKIN: &str = "INSERT INTO client_checkins (tenant_id, user_id, device_key, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-    ON CONFLICT (tenant_id, user_id, device_key) DO UPDATE SET user_principal_name = excluded.user_principal_name, device_name = excluded.device_name, device_platform = excluded.device_platform, device_platform_version = excluded.device_platform_version, was_successful = excluded.was_successful, checkin_date_time = excluded.checkin_date_time, error_message = excluded.error_message, applied_policies = excluded.applied_policies, last_task_name = excluded.last_task_name \
-    WHERE client_checkins.checkin_date_time <= excluded.checkin_date_time";
-pub const DELETE_CHECKIN_POLICIES: &str =
-    "DELETE FROM client_checkin_policies WHERE tenant_id = $1 AND user_id = $2 AND device_key = $3";
-pub const INSERT_CHECKIN_POLICY: &str = "INSERT INTO client_checkin_policies (tenant_id, configuration_id, user_id, device_key, was_successful, checkin_date_time) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
+const CHECKIN_COLUMNS: &str = "tenant_id, user_id, device_key, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name";
+/// Parameters per row of [`upsert_checkins_sql`].
+pub const CHECKIN_PARAMS: usize = 12;
+/// Parameters per row of [`insert_checkin_policies_sql`].
+pub const CHECKIN_POLICY_PARAMS: usize = 6;
+/// Largest chunk of rows (or keys, or ids) one statement carries: at most 12 × 64 = 768
+/// parameters, far below both engines' limits.
+pub const MAX_CHUNK: usize = 64;
+
+/// Splits `n` rows into chunks whose sizes are powers of two no larger than [`MAX_CHUNK`],
+/// largest first: a batch takes a handful of statements, and the statement texts are few (one
+/// per size), so the prepared-statement cache keeps them all.
+pub fn chunk_sizes(mut n: usize) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    while n > 0 {
+        let size = if n >= MAX_CHUNK {
+            MAX_CHUNK
+        } else {
+            1 << n.ilog2()
+        };
+        sizes.push(size);
+        n -= size;
+    }
+    sizes
+}
+
+/// `($first, …), (…)`: `rows` rows of `cols` parameters, numbered from `first`.
+fn value_rows(rows: usize, cols: usize, first: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (0..cols)
+                .map(|c| format!("${}", first + r * cols + c))
+                .collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Upserts `rows` reports (12 parameters each, in [`CHECKIN_COLUMNS`] order), keeping the
+/// stored one where it is newer (another instance's); returns the keys actually written.
+pub fn upsert_checkins_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO client_checkins ({CHECKIN_COLUMNS}) VALUES {} \
+         ON CONFLICT (tenant_id, user_id, device_key) DO UPDATE SET user_principal_name = excluded.user_principal_name, device_name = excluded.device_name, device_platform = excluded.device_platform, device_platform_version = excluded.device_platform_version, was_successful = excluded.was_successful, checkin_date_time = excluded.checkin_date_time, error_message = excluded.error_message, applied_policies = excluded.applied_policies, last_task_name = excluded.last_task_name \
+         WHERE client_checkins.checkin_date_time <= excluded.checkin_date_time \
+         RETURNING tenant_id, user_id, device_key",
+        value_rows(rows, CHECKIN_PARAMS, 1)
+    )
+}
+
+/// Deletes the applied-policy rows of `rows` (tenant, user, device) keys (3 parameters each):
+/// a range of the table's key (migration 0003). Of the multi-key forms, `IN (SELECT … FROM
+/// (VALUES …))` is the one both engines answer with key lookups (SQLite scans the table for a
+/// plain row-value `IN (VALUES …)`).
+pub fn delete_device_policies_sql(rows: usize) -> String {
+    format!(
+        "DELETE FROM client_checkin_policies WHERE (tenant_id, user_id, device_key) IN (SELECT column1, column2, column3 FROM (VALUES {}) AS v)",
+        value_rows(rows, 3, 1)
+    )
+}
+
+/// Inserts `rows` applied-policy rows (6 parameters each).
+pub fn insert_checkin_policies_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO client_checkin_policies (tenant_id, configuration_id, user_id, device_key, was_successful, checkin_date_time) VALUES {} ON CONFLICT DO NOTHING",
+        value_rows(rows, CHECKIN_POLICY_PARAMS, 1)
+    )
+}
+
+/// Ends a Graph PATCH's override of the tenant's check-in views: `$1` false, `$2` tenant,
+/// `$3` true.
 pub const CLEAR_OFFICE_OVERRIDE: &str = "UPDATE office_configurations SET checkin_override = $1 WHERE tenant_id = $2 AND checkin_override = $3";
-pub const CLEAR_CONFIG_OVERRIDE: &str = "UPDATE client_configurations SET checkin_override = $1 WHERE tenant_id = $2 AND id = $3 AND checkin_override = $4";
+
+/// The same for `ids` configurations of one tenant: `$1` false, `$2` tenant, `$3` true, then
+/// the ids.
+pub fn clear_config_overrides_sql(ids: usize) -> String {
+    let list: Vec<String> = (0..ids).map(|i| format!("${}", i + 4)).collect();
+    format!(
+        "UPDATE client_configurations SET checkin_override = $1 WHERE tenant_id = $2 AND checkin_override = $3 AND id IN ({})",
+        list.join(", ")
+    )
+}
 pub const DELETE_CONFIG_CHECKINS: &str =
     "DELETE FROM client_checkin_policies WHERE tenant_id = $1 AND configuration_id = $2";
 
@@ -148,14 +226,13 @@ macro_rules! checkin_engine {
                 &self,
                 batch: &[$crate::model::Checkin],
             ) -> $crate::storage::StorageResult<Vec<$crate::model::TenantId>> {
-                use std::collections::BTreeSet;
+                use sqlx::Row as _;
+                use std::collections::{BTreeMap, BTreeSet, HashSet};
                 use $crate::storage::checkins::*;
                 use $crate::storage::sql::{map_err, micros};
                 // Key order (and the last report per key wins within a batch).
-                let mut latest: std::collections::BTreeMap<
-                    (&str, &str, String),
-                    &$crate::model::Checkin,
-                > = std::collections::BTreeMap::new();
+                let mut latest: BTreeMap<(&str, &str, String), &$crate::model::Checkin> =
+                    BTreeMap::new();
                 for c in batch {
                     let key = (c.tenant.as_str(), c.status.user_id.as_str(), c.device_key());
                     match latest.get(&key) {
@@ -166,89 +243,122 @@ macro_rules! checkin_engine {
                         }
                     }
                 }
+                let rows: Vec<(&(&str, &str, String), &$crate::model::Checkin)> =
+                    latest.iter().map(|(k, c)| (k, *c)).collect();
                 let mut tx = self.begin_checkins().await.map_err(map_err)?;
-                let mut scopes: BTreeSet<(&str, Option<&str>)> = BTreeSet::new();
-                for ((tenant, user, device), c) in &latest {
-                    let s = &c.status;
-                    let at = micros(s.checkin_date_time);
-                    let applied = serde_json::Value::from(
-                        s.applied_policies
-                            .iter()
-                            .map(|p| serde_json::Value::from(p.clone()))
-                            .collect::<Vec<_>>(),
-                    )
-                    .to_string();
-                    let written = sqlx::query(UPSERT_CHECKIN)
-                        .bind(*tenant)
-                        .bind(*user)
-                        .bind(device.as_str())
-                        .bind(&s.user_principal_name)
-                        .bind(&s.device_name)
-                        .bind(&s.device_platform)
-                        .bind(&s.device_platform_version)
-                        .bind(s.was_successful)
-                        .bind(at)
-                        .bind(&s.error_message)
-                        .bind(applied)
-                        .bind(&s.last_task_name)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(map_err)?;
-                    if written.rows_affected() == 0 {
-                        // A newer report for this device is already stored (another instance).
-                        continue;
-                    }
-                    sqlx::query(DELETE_CHECKIN_POLICIES)
-                        .bind(*tenant)
-                        .bind(*user)
-                        .bind(device.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(map_err)?;
-                    scopes.insert((*tenant, None));
-                    for id in s.applied_policies.iter().flatten() {
-                        sqlx::query(INSERT_CHECKIN_POLICY)
+
+                // 1. The reports, a few multi-row statements in key order; a report older than
+                // the stored one (another instance's) is not written and not returned.
+                let mut written: HashSet<(String, String, String)> = HashSet::new();
+                let mut at = 0;
+                for size in chunk_sizes(rows.len()) {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(upsert_checkins_sql(size)));
+                    for ((tenant, user, device), c) in &rows[at..at + size] {
+                        let s = &c.status;
+                        let applied = serde_json::Value::from(
+                            s.applied_policies
+                                .iter()
+                                .map(|p| serde_json::Value::from(p.clone()))
+                                .collect::<Vec<_>>(),
+                        )
+                        .to_string();
+                        q = q
                             .bind(*tenant)
-                            .bind(id.as_str())
                             .bind(*user)
                             .bind(device.as_str())
+                            .bind(s.user_principal_name.clone())
+                            .bind(s.device_name.clone())
+                            .bind(s.device_platform.clone())
+                            .bind(s.device_platform_version.clone())
                             .bind(s.was_successful)
-                            .bind(at)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(map_err)?;
-                        scopes.insert((*tenant, Some(id.as_str())));
+                            .bind(micros(s.checkin_date_time))
+                            .bind(s.error_message.clone())
+                            .bind(applied)
+                            .bind(s.last_task_name.clone());
+                    }
+                    for row in q.fetch_all(&mut *tx).await.map_err(map_err)? {
+                        written.insert((
+                            row.try_get(0).map_err(map_err)?,
+                            row.try_get(1).map_err(map_err)?,
+                            row.try_get(2).map_err(map_err)?,
+                        ));
+                    }
+                    at += size;
+                }
+                let rows: Vec<_> = rows
+                    .into_iter()
+                    .filter(|((t, u, d), _)| {
+                        written.contains(&(t.to_string(), u.to_string(), d.clone()))
+                    })
+                    .collect();
+
+                // 2. The written reports' previous applied-policy rows go, then theirs come.
+                let mut at = 0;
+                for size in chunk_sizes(rows.len()) {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(delete_device_policies_sql(size)));
+                    for ((tenant, user, device), _) in &rows[at..at + size] {
+                        q = q.bind(*tenant).bind(*user).bind(device.as_str());
+                    }
+                    q.execute(&mut *tx).await.map_err(map_err)?;
+                    at += size;
+                }
+                let mut scopes: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+                let mut policy_rows = Vec::new();
+                for ((tenant, user, device), c) in &rows {
+                    let ids = scopes.entry(*tenant).or_default();
+                    for id in c.status.applied_policies.iter().flatten() {
+                        ids.insert(id.as_str());
+                        policy_rows.push((*tenant, id.as_str(), *user, device.as_str(), &c.status));
                     }
                 }
-                // A check-in ends a Graph PATCH's override in its scope (DESIGN §3).
-                let mut cleared: BTreeSet<&str> = BTreeSet::new();
-                for (tenant, config) in &scopes {
-                    let done = match config {
-                        None => sqlx::query(CLEAR_OFFICE_OVERRIDE)
-                            .bind(false)
-                            .bind(*tenant)
-                            .bind(true)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(map_err)?,
-                        Some(id) => sqlx::query(CLEAR_CONFIG_OVERRIDE)
-                            .bind(false)
+                let mut at = 0;
+                for size in chunk_sizes(policy_rows.len()) {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_checkin_policies_sql(size)));
+                    for (tenant, id, user, device, s) in &policy_rows[at..at + size] {
+                        q = q
                             .bind(*tenant)
                             .bind(*id)
-                            .bind(true)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(map_err)?,
-                    };
+                            .bind(*user)
+                            .bind(*device)
+                            .bind(s.was_successful)
+                            .bind(micros(s.checkin_date_time));
+                    }
+                    q.execute(&mut *tx).await.map_err(map_err)?;
+                    at += size;
+                }
+
+                // 3. A check-in ends a Graph PATCH's override in its scope (DESIGN §3).
+                let mut cleared: BTreeSet<&str> = BTreeSet::new();
+                for (tenant, ids) in &scopes {
+                    let done = sqlx::query(CLEAR_OFFICE_OVERRIDE)
+                        .bind(false)
+                        .bind(*tenant)
+                        .bind(true)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
                     if done.rows_affected() > 0 {
                         cleared.insert(*tenant);
                     }
+                    let ids: Vec<&str> = ids.iter().copied().collect();
+                    let mut at = 0;
+                    for size in chunk_sizes(ids.len()) {
+                        let mut q =
+                            sqlx::query(sqlx::AssertSqlSafe(clear_config_overrides_sql(size)))
+                                .bind(false)
+                                .bind(*tenant)
+                                .bind(true);
+                        for id in &ids[at..at + size] {
+                            q = q.bind(*id);
+                        }
+                        let done = q.execute(&mut *tx).await.map_err(map_err)?;
+                        if done.rows_affected() > 0 {
+                            cleared.insert(*tenant);
+                        }
+                        at += size;
+                    }
                 }
-                let tenants: Vec<&str> = scopes
-                    .iter()
-                    .filter(|(_, c)| c.is_none())
-                    .map(|(t, _)| *t)
-                    .collect();
+                let tenants: Vec<&str> = scopes.keys().copied().collect();
                 $store::checkins_before_commit(&mut tx, &tenants)
                     .await
                     .map_err(map_err)?;
@@ -374,3 +484,109 @@ macro_rules! checkin_engine {
 }
 
 pub(crate) use checkin_engine;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Checkin, CheckinStatus, TenantId};
+    use crate::storage::Store as _;
+    use crate::storage::sqlite::SqliteStore;
+    use uuid::Uuid;
+
+    #[test]
+    fn chunks_are_powers_of_two_up_to_the_max() {
+        assert!(chunk_sizes(0).is_empty());
+        assert_eq!(chunk_sizes(1), [1]);
+        assert_eq!(chunk_sizes(100), [64, 32, 4]);
+        assert_eq!(chunk_sizes(130), [64, 64, 2]);
+        for n in 0..1000 {
+            let sizes = chunk_sizes(n);
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= MAX_CHUNK));
+        }
+    }
+
+    #[test]
+    fn statements_number_their_parameters_in_order() {
+        assert_eq!(value_rows(2, 3, 1), "($1, $2, $3), ($4, $5, $6)");
+        assert!(upsert_checkins_sql(2).contains("($13, $14,"));
+        assert!(delete_device_policies_sql(1).contains("VALUES ($1, $2, $3)"));
+        assert!(clear_config_overrides_sql(2).ends_with("id IN ($4, $5)"));
+    }
+
+    fn checkin(tenant: &TenantId, device: &str, at: OffsetDateTime, applied: &[Uuid]) -> Checkin {
+        Checkin {
+            tenant: tenant.clone(),
+            status: CheckinStatus {
+                user_id: "00000000-0000-4000-8000-000000000001".into(),
+                user_principal_name: Some("user@contoso.example".into()),
+                device_name: Some(device.into()),
+                device_platform: Some("Windows".into()),
+                device_platform_version: None,
+                was_successful: true,
+                checkin_date_time: at,
+                error_message: None,
+                applied_policies: applied.iter().map(|id| Some(id.to_string())).collect(),
+                last_task_name: None,
+            },
+        }
+    }
+
+    /// Multi-row statements: a batch larger than one chunk is stored whole; a device's newer
+    /// report replaces its applied-policy rows; an older report (another instance's, say) is
+    /// neither stored nor allowed to touch the newer one's rows.
+    #[tokio::test]
+    async fn batches_across_chunks_keep_the_newest_report_per_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("checkins.sqlite3"), true)
+            .await
+            .unwrap();
+        let tenant = TenantId::parse("contoso").unwrap();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let t0 = OffsetDateTime::now_utc();
+        let since = t0 - time::Duration::hours(1);
+
+        let batch: Vec<Checkin> = (0..100)
+            .map(|i| checkin(&tenant, &format!("PC-{i:03}"), t0, &[a]))
+            .collect();
+        store.record_checkins(&batch).await.unwrap();
+        let views = store
+            .configuration_checkin_views(&tenant, &[a, b], since, 1000)
+            .await
+            .unwrap();
+        assert_eq!(views[&a].statuses.len(), 100);
+        assert!(views[&b].statuses.is_empty());
+
+        store
+            .record_checkins(&[
+                checkin(&tenant, "pc-000", t0 + time::Duration::seconds(1), &[b]),
+                checkin(&tenant, "PC-001", t0 - time::Duration::seconds(1), &[b]),
+            ])
+            .await
+            .unwrap();
+        let views = store
+            .configuration_checkin_views(&tenant, &[a, b], since, 1000)
+            .await
+            .unwrap();
+        assert_eq!(views[&a].statuses.len(), 99, "PC-000 no longer applies a");
+        let b_devices: Vec<_> = views[&b]
+            .statuses
+            .iter()
+            .map(|s| s.device_name.clone().unwrap())
+            .collect();
+        assert_eq!(
+            b_devices,
+            ["pc-000"],
+            "the older PC-001 report was not stored"
+        );
+        let tenant_view = store
+            .tenant_checkin_view(&tenant, since, 1000)
+            .await
+            .unwrap();
+        assert_eq!(tenant_view.statuses.len(), 100);
+        assert_eq!(
+            tenant_view.statuses[0].device_name.as_deref(),
+            Some("pc-000")
+        );
+    }
+}
