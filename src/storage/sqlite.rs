@@ -38,10 +38,13 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // The writer's statement journals (SQLite writes one for a multi-row statement inside a
+        // transaction, e.g. a check-in batch's upserts) stay in memory: in a temporary file they
+        // were about 40 % of the bytes the writer wrote under check-in load.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.clone())
+            .connect_with(opts.clone().pragma("temp_store", "MEMORY"))
             .await
             .with_context(|| format!("opening SQLite database {}", path.display()))?;
         if migrate {
