@@ -1252,7 +1252,6 @@ async fn sqlite_section(cfg: &Config) {
     .await;
 
     let workloads = workloads(&seeded);
-    println!();
     println!("== SQLite: cirrus vs a bare axum handler serving the same documents ==");
     println!("cirrus (SQLite) at http://{cirrus}, bare axum at http://{bare} (both loopback)");
     for w in &workloads {
