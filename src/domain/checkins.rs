@@ -74,10 +74,14 @@ impl ViewCache {
         f: impl FnOnce(&mut TenantViews) -> R,
     ) -> Option<R> {
         let mut map = self.tenants.lock().ok()?;
-        if !map.contains_key(tenant) && map.len() >= MAX_VIEW_TENANTS {
-            map.clear();
+        if !map.contains_key(tenant) {
+            if map.len() >= MAX_VIEW_TENANTS {
+                map.clear();
+            }
+            map.insert(tenant.clone(), TenantViews::default());
         }
-        let entry = map.entry(tenant.clone()).or_default();
+        // Looked up without cloning the key: this runs on every read of the singleton.
+        let entry = map.get_mut(tenant)?;
         let fresh = entry.generation == generation
             && entry
                 .computed_at

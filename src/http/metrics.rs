@@ -55,13 +55,58 @@ fn endpoint(path: &str) -> &'static str {
     }
 }
 
+/// Static label values for the usual methods and statuses: no allocation per request.
+fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PATCH => "PATCH",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn status_label(s: http::StatusCode) -> metrics::SharedString {
+    const KNOWN: [(u16, &str); 22] = [
+        (200, "200"),
+        (201, "201"),
+        (202, "202"),
+        (204, "204"),
+        (304, "304"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (406, "406"),
+        (408, "408"),
+        (409, "409"),
+        (412, "412"),
+        (413, "413"),
+        (415, "415"),
+        (424, "424"),
+        (429, "429"),
+        (431, "431"),
+        (500, "500"),
+        (501, "501"),
+        (503, "503"),
+    ];
+    match KNOWN.iter().find(|(code, _)| *code == s.as_u16()) {
+        Some((_, label)) => metrics::SharedString::const_str(label),
+        None => metrics::SharedString::from(s.as_u16().to_string()),
+    }
+}
+
 /// Counts every request and its latency.
 pub async fn track(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let endpoint = endpoint(req.uri().path());
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
     let res = next.run(req).await;
-    let status = res.status().as_u16().to_string();
+    let status = status_label(res.status());
     metrics::counter!("cirrus_http_requests_total", "endpoint" => endpoint, "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!("cirrus_http_request_duration_seconds", "endpoint" => endpoint)
@@ -71,6 +116,14 @@ pub async fn track(req: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn status_labels_are_the_code() {
+        for code in [200u16, 204, 404, 418, 503] {
+            let s = http::StatusCode::from_u16(code).unwrap();
+            assert_eq!(super::status_label(s).as_ref(), code.to_string());
+        }
+    }
+
     #[test]
     fn endpoint_labels_are_a_closed_set() {
         assert_eq!(
