@@ -112,7 +112,7 @@ impl Service {
         store: Arc<dyn crate::storage::Store>,
         config: IngestConfig,
     ) -> Arc<CheckinIngestor> {
-        Arc::new(CheckinIngestor::start(store, config, Arc::new(|_, _| {})))
+        Arc::new(CheckinIngestor::start(store, config))
     }
 
     /// Stores a client's report (durably, before returning) as the latest status of its

@@ -47,9 +47,6 @@ struct Job {
     done: oneshot::Sender<Outcome>,
 }
 
-/// Called with the tenants of every committed batch (e.g. to invalidate cached views).
-pub type AfterCommit = Arc<dyn Fn(&[Checkin], &[crate::model::TenantId]) + Send + Sync>;
-
 pub struct CheckinIngestor {
     queue: mpsc::Sender<Job>,
 }
@@ -57,16 +54,11 @@ pub struct CheckinIngestor {
 impl CheckinIngestor {
     /// Starts the writer tasks (on the current tokio runtime). They stop once the ingestor is
     /// dropped and the queue is drained, so a graceful shutdown flushes every accepted report.
-    pub fn start(store: Arc<dyn Store>, config: IngestConfig, after_commit: AfterCommit) -> Self {
+    pub fn start(store: Arc<dyn Store>, config: IngestConfig) -> Self {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..config.writers.max(1) {
-            tokio::spawn(writer(
-                store.clone(),
-                rx.clone(),
-                config.max_batch.max(1),
-                after_commit.clone(),
-            ));
+            tokio::spawn(writer(store.clone(), rx.clone(), config.max_batch.max(1)));
         }
         Self { queue: tx }
     }
@@ -99,12 +91,7 @@ impl CheckinIngestor {
     }
 }
 
-async fn writer(
-    store: Arc<dyn Store>,
-    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
-    max_batch: usize,
-    after_commit: AfterCommit,
-) {
+async fn writer(store: Arc<dyn Store>, queue: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize) {
     loop {
         let mut jobs = Vec::new();
         {
@@ -125,9 +112,9 @@ async fn writer(
             jobs.into_iter().map(|j| (j.checkin, j.done)).unzip();
         metrics::histogram!("cirrus_checkin_batch_size").record(checkins.len() as f64);
         let outcome = match store.record_checkins(&checkins).await {
-            Ok(changed) => {
+            // The store itself moves the change feed and drops stale cached entities.
+            Ok(_) => {
                 metrics::counter!("cirrus_checkins_stored_total").increment(checkins.len() as u64);
-                after_commit(&checkins, &changed);
                 Outcome::Durable
             }
             Err(StorageError::Unavailable(msg)) => {
