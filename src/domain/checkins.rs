@@ -246,4 +246,22 @@ impl Service {
         }
         Ok(())
     }
+
+    /// One configuration's computed view (uncached: for a Graph PATCH of it).
+    pub(super) async fn configuration_checkin_view(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> GraphResult<CheckinView> {
+        let mut views = self
+            .store
+            .configuration_checkin_views(
+                tenant,
+                &[id],
+                self.now() - self.checkin_settings.window,
+                self.checkin_settings.status_cap,
+            )
+            .await?;
+        Ok(views.remove(&id).unwrap_or_default())
+    }
 }

@@ -354,14 +354,25 @@ impl Service {
         input: OfficeConfigurationInput,
         if_match: Option<&IfMatch>,
     ) -> GraphResult<OfficeConfiguration> {
+        // What is shown now becomes the stored override, with the patched parts replaced; the
+        // next check-in in the tenant ends it (DESIGN §3). Read before the transaction: a view
+        // read applies the pending check-in log, which takes the (single SQLite) writer.
+        let shown = if input.tenant_checkin_statuses.is_some()
+            || input.tenant_user_checkin_summary.is_some()
+        {
+            Some(self.tenant_checkin_view(tenant).await?)
+        } else {
+            None
+        };
         let mut tx = self.begin(tenant).await?;
         let mut value = tx.office_configuration().await?;
         check_if_match(if_match, value.version)?;
         check_body_id(input.id.as_deref(), value.id)?;
-        if input.tenant_checkin_statuses.is_some() || input.tenant_user_checkin_summary.is_some() {
-            // What is shown now becomes the stored override, with the patched parts replaced;
-            // the next check-in in the tenant ends it (DESIGN §3).
-            self.fill_office_views(tenant, &mut value).await?;
+        if let Some(view) = shown {
+            if !value.checkin_override {
+                value.tenant_checkin_statuses = view.statuses;
+                value.tenant_user_checkin_summary = view.summary;
+            }
             value.checkin_override = true;
         }
         if let Some(statuses) = input.tenant_checkin_statuses {
@@ -517,6 +528,12 @@ impl Service {
         input: ConfigurationInput,
         if_match: Option<&IfMatch>,
     ) -> GraphResult<ClientConfiguration> {
+        // As for the singleton: the views shown now, read before the transaction.
+        let shown = if input.checkin_statuses.is_some() || input.user_checkin_summary.is_some() {
+            Some(self.configuration_checkin_view(tenant, id).await?)
+        } else {
+            None
+        };
         let mut tx = self.begin(tenant).await?;
         let mut value = tx
             .configuration(id)
@@ -544,9 +561,11 @@ impl Service {
         if let Some(v) = input.user_preference_payload {
             value.user_preference_payload = v;
         }
-        if input.checkin_statuses.is_some() || input.user_checkin_summary.is_some() {
-            self.fill_configuration_views(tenant, std::slice::from_mut(&mut value))
-                .await?;
+        if let Some(view) = shown {
+            if !value.checkin_override {
+                value.checkin_statuses = view.statuses;
+                value.user_checkin_summary = view.summary;
+            }
             value.checkin_override = true;
         }
         if let Some(v) = input.checkin_statuses {

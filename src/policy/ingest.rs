@@ -3,10 +3,18 @@
 //! transaction. A report is acknowledged only after the transaction holding it committed, so
 //! nothing acknowledged can be lost; while one batch commits the next one fills up, so the
 //! commit rate of the database bounds batches per second, not reports per second.
+//!
+//! A batch is appended to the check-in log (one run of consecutive pages, so a commit writes
+//! little); a materializer task applies the log to the tables the views read in much larger
+//! transactions, off the acknowledgement path. The views apply whatever is still pending before
+//! they read, so they always include every acknowledged report. The log is kept bounded: past
+//! [`IngestConfig::max_backlog`] unapplied reports, writers wait for the materializer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use crate::error::GraphError;
 use crate::model::Checkin;
@@ -22,6 +30,11 @@ pub struct IngestConfig {
     pub writers: usize,
     /// Reports waiting for a writer at most; further submitters wait (backpressure).
     pub queue: usize,
+    /// Logged reports this instance appended and not yet applied, at most; writers wait for
+    /// the materializer beyond that.
+    pub max_backlog: usize,
+    /// Log rows the materializer applies per transaction.
+    pub materialize_batch: usize,
 }
 
 impl Default for IngestConfig {
@@ -30,6 +43,8 @@ impl Default for IngestConfig {
             max_batch: 512,
             writers: 1,
             queue: 8192,
+            max_backlog: 65_536,
+            materialize_batch: 4096,
         }
     }
 }
@@ -51,15 +66,46 @@ pub struct CheckinIngestor {
     queue: mpsc::Sender<Job>,
 }
 
+/// How long the materializer lets reports gather before applying fewer than a batch.
+const LINGER: Duration = Duration::from_millis(200);
+
+/// What the writers and the materializer share.
+struct Log {
+    /// Reports appended by this instance and not yet applied (by anyone, as far as it knows).
+    backlog: AtomicUsize,
+    /// Wakes the materializer after a commit.
+    appended: Notify,
+    /// Wakes writers waiting for the backlog to shrink.
+    applied: Notify,
+    max_backlog: usize,
+}
+
 impl CheckinIngestor {
     /// Starts the writer tasks (on the current tokio runtime). They stop once the ingestor is
     /// dropped and the queue is drained, so a graceful shutdown flushes every accepted report.
     pub fn start(store: Arc<dyn Store>, config: IngestConfig) -> Self {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
+        let log = Arc::new(Log {
+            backlog: AtomicUsize::new(0),
+            appended: Notify::new(),
+            applied: Notify::new(),
+            max_backlog: config.max_backlog.max(1),
+        });
         for _ in 0..config.writers.max(1) {
-            tokio::spawn(writer(store.clone(), rx.clone(), config.max_batch.max(1)));
+            tokio::spawn(writer(
+                store.clone(),
+                rx.clone(),
+                log.clone(),
+                config.max_batch.max(1),
+            ));
         }
+        tokio::spawn(materializer(
+            store,
+            log,
+            tx.downgrade(),
+            config.materialize_batch.max(1),
+        ));
         Self { queue: tx }
     }
 
@@ -91,8 +137,22 @@ impl CheckinIngestor {
     }
 }
 
-async fn writer(store: Arc<dyn Store>, queue: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize) {
+async fn writer(
+    store: Arc<dyn Store>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    log: Arc<Log>,
+    max_batch: usize,
+) {
     loop {
+        // Backpressure from the materializer: the log stays bounded.
+        while log.backlog.load(Ordering::Relaxed) >= log.max_backlog {
+            let applied = log.applied.notified();
+            if log.backlog.load(Ordering::Relaxed) < log.max_backlog {
+                break;
+            }
+            // Also re-checked now and then, should a wake-up be missed.
+            let _ = tokio::time::timeout(Duration::from_millis(100), applied).await;
+        }
         let mut jobs = Vec::new();
         {
             // Holding the receiver while waiting: the other writers are committing meanwhile.
@@ -115,6 +175,8 @@ async fn writer(store: Arc<dyn Store>, queue: Arc<Mutex<mpsc::Receiver<Job>>>, m
             // The store itself moves the change feed and drops stale cached entities.
             Ok(_) => {
                 metrics::counter!("cirrus_checkins_stored_total").increment(checkins.len() as u64);
+                log.backlog.fetch_add(checkins.len(), Ordering::Relaxed);
+                log.appended.notify_one();
                 Outcome::Durable
             }
             Err(StorageError::Unavailable(msg)) => {
@@ -130,6 +192,55 @@ async fn writer(store: Arc<dyn Store>, queue: Arc<Mutex<mpsc::Receiver<Job>>>, m
         for reply in replies {
             // The submitter may have gone (client disconnected); the report is stored anyway.
             let _ = reply.send(outcome.clone());
+        }
+    }
+}
+
+/// Applies the check-in log to the tables the views read, in large transactions: woken after
+/// every logged batch, and once a second for rows left by a crash or by other instances. Stops
+/// once the ingestor is gone; what is still logged then is applied by the next start or by the
+/// next view read.
+async fn materializer(
+    store: Arc<dyn Store>,
+    log: Arc<Log>,
+    alive: mpsc::WeakSender<Job>,
+    batch: usize,
+) {
+    loop {
+        let _ = tokio::time::timeout(Duration::from_secs(1), log.appended.notified()).await;
+        if alive.upgrade().is_none() {
+            return;
+        }
+        // Let a batch's worth gather first: applying many reports at once dirties each page
+        // of the keyed tables once for many of them (and on SQLite the single writer is
+        // shared with the acknowledgement path).
+        if log.backlog.load(Ordering::Relaxed) < batch {
+            tokio::time::sleep(LINGER).await;
+        }
+        loop {
+            match store.materialize_checkins(batch).await {
+                Ok(n) if n < batch => {
+                    // The log was empty at that moment (other instances may have applied
+                    // some of ours): the estimate restarts from the truth.
+                    metrics::counter!("cirrus_checkins_materialized_total").increment(n as u64);
+                    log.backlog.store(0, Ordering::Relaxed);
+                    log.applied.notify_waiters();
+                    break;
+                }
+                Ok(n) => {
+                    metrics::counter!("cirrus_checkins_materialized_total").increment(n as u64);
+                    let _ = log
+                        .backlog
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                            Some(b.saturating_sub(n))
+                        });
+                    log.applied.notify_waiters();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "applying the check-in log failed; retrying");
+                    break;
+                }
+            }
         }
     }
 }

@@ -189,6 +189,10 @@ impl<S: Store> Store for CachedStore<S> {
         Ok(changed)
     }
 
+    async fn materialize_checkins(&self, limit: usize) -> StorageResult<usize> {
+        self.inner.materialize_checkins(limit).await
+    }
+
     async fn tenant_checkin_view(
         &self,
         tenant: &TenantId,

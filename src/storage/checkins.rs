@@ -18,6 +18,8 @@ use crate::model::CheckinStatus;
 const CHECKIN_COLUMNS: &str = "tenant_id, user_id, device_key, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name";
 /// Parameters per row of [`upsert_checkins_sql`].
 pub const CHECKIN_PARAMS: usize = 12;
+/// Parameters per row of [`append_log_sql`].
+pub const LOG_PARAMS: usize = 11;
 /// Parameters per row of [`insert_checkin_policies_sql`].
 pub const CHECKIN_POLICY_PARAMS: usize = 6;
 /// Largest chunk of rows (or keys, or ids) one statement carries: at most 12 × 64 = 768
@@ -52,6 +54,30 @@ fn value_rows(rows: usize, cols: usize, first: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+const LOG_COLUMNS: &str = "tenant_id, user_id, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name";
+
+/// Appends `rows` reports to the check-in log (11 parameters each, in [`LOG_COLUMNS`] order):
+/// what a check-in's acknowledgement waits for.
+pub fn append_log_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO client_checkin_log ({LOG_COLUMNS}) VALUES {}",
+        value_rows(rows, LOG_PARAMS, 1)
+    )
+}
+
+/// The last sequence number in the log (0 when empty): what a view read must see applied.
+pub const LOG_HEAD: &str = "SELECT COALESCE(MAX(seq), 0) FROM client_checkin_log";
+
+/// Takes (deletes and returns) the oldest log rows up to `$1`, at most `$2` of them, for
+/// applying in the same transaction. On PostgreSQL the rows are locked first, so two instances
+/// never apply the same row: the second waits for the first, then finds them gone.
+pub fn take_log_sql(for_update: bool) -> String {
+    format!(
+        "DELETE FROM client_checkin_log WHERE seq IN (SELECT seq FROM client_checkin_log WHERE seq <= $1 ORDER BY seq LIMIT $2{}) RETURNING seq, {LOG_COLUMNS}",
+        if for_update { " FOR UPDATE" } else { "" }
+    )
 }
 
 /// Upserts `rows` reports (12 parameters each, in [`CHECKIN_COLUMNS`] order), keeping the
@@ -180,6 +206,45 @@ pub fn status_from_columns(c: StatusColumns) -> Result<CheckinStatus, StorageErr
     })
 }
 
+/// The statement as PostgreSQL takes it: `$N` parameters.
+pub fn numbered_params(sql: String) -> String {
+    sql
+}
+
+/// The statement with each `$N` turned into an anonymous `?`, for SQLite: binding looks up
+/// every parameter's name, and SQLite finds a named parameter by a linear search, so binding a
+/// statement of n numbered parameters costs O(n²) (a 768-parameter batch statement spent most
+/// of the writer's time there); anonymous ones cost nothing. Only for statements whose
+/// parameters appear once each, in order `$1, $2, …`.
+pub fn anonymous_params(sql: String) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    let mut expected = 1usize;
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            let mut n = 0usize;
+            while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                n = n * 10 + d as usize;
+                chars.next();
+            }
+            debug_assert_eq!(n, expected, "parameters out of order in {sql}");
+            expected += 1;
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Log rows applied per transaction when a view read catches up.
+pub const DRAIN_BATCH: usize = 4096;
+
+/// `appliedPolicies` as stored: a JSON array of strings (or nulls, from a Graph PATCH).
+pub fn applied_json(applied: &[Option<String>]) -> String {
+    serde_json::to_string(applied).unwrap_or_else(|_| "[]".to_string())
+}
+
 /// Window start as stored (microseconds).
 pub fn since_micros(t: OffsetDateTime) -> i64 {
     super::sql::micros(t)
@@ -190,7 +255,7 @@ pub fn since_micros(t: OffsetDateTime) -> i64 {
 /// Result<Transaction<'static, $db>, sqlx::Error>` and `async fn checkins_before_commit(tx,
 /// tenants)`). The `Store` impl in [`super::sql`] calls these.
 macro_rules! checkin_engine {
-    ($store:ident, $db:ty, $row:ty) => {
+    ($store:ident, $db:ty, $row:ty, $for_update:expr, $params:path) => {
         fn status_from_row(
             row: &$row,
             offset: usize,
@@ -222,112 +287,55 @@ macro_rules! checkin_engine {
         }
 
         impl $store {
+            /// Appends a batch of reports to the check-in log in one transaction (they are
+            /// acknowledged once it commits) and ends the Graph overrides in their scopes.
             async fn checkins_record(
                 &self,
                 batch: &[$crate::model::Checkin],
             ) -> $crate::storage::StorageResult<Vec<$crate::model::TenantId>> {
-                use sqlx::Row as _;
-                use std::collections::{BTreeMap, BTreeSet, HashSet};
+                use std::collections::{BTreeMap, BTreeSet};
                 use $crate::storage::checkins::*;
                 use $crate::storage::sql::{map_err, micros};
-                // Key order (and the last report per key wins within a batch).
-                let mut latest: BTreeMap<(&str, &str, String), &$crate::model::Checkin> =
-                    BTreeMap::new();
-                for c in batch {
-                    let key = (c.tenant.as_str(), c.status.user_id.as_str(), c.device_key());
-                    match latest.get(&key) {
-                        Some(prev)
-                            if prev.status.checkin_date_time > c.status.checkin_date_time => {}
-                        _ => {
-                            latest.insert(key, c);
-                        }
-                    }
-                }
-                let rows: Vec<(&(&str, &str, String), &$crate::model::Checkin)> =
-                    latest.iter().map(|(k, c)| (k, *c)).collect();
                 let mut tx = self.begin_checkins().await.map_err(map_err)?;
-
-                // 1. The reports, a few multi-row statements in key order; a report older than
-                // the stored one (another instance's) is not written and not returned.
-                let mut written: HashSet<(String, String, String)> = HashSet::new();
+                let applied: Vec<String> = batch
+                    .iter()
+                    .map(|c| applied_json(&c.status.applied_policies))
+                    .collect();
                 let mut at = 0;
-                for size in chunk_sizes(rows.len()) {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(upsert_checkins_sql(size)));
-                    for ((tenant, user, device), c) in &rows[at..at + size] {
+                for size in chunk_sizes(batch.len()) {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe($params(append_log_sql(size))));
+                    for (c, applied) in batch[at..at + size].iter().zip(&applied[at..at + size]) {
                         let s = &c.status;
-                        let applied = serde_json::Value::from(
-                            s.applied_policies
-                                .iter()
-                                .map(|p| serde_json::Value::from(p.clone()))
-                                .collect::<Vec<_>>(),
-                        )
-                        .to_string();
                         q = q
-                            .bind(*tenant)
-                            .bind(*user)
-                            .bind(device.as_str())
-                            .bind(s.user_principal_name.clone())
-                            .bind(s.device_name.clone())
-                            .bind(s.device_platform.clone())
-                            .bind(s.device_platform_version.clone())
+                            .bind(c.tenant.as_str())
+                            .bind(s.user_id.as_str())
+                            .bind(s.user_principal_name.as_deref())
+                            .bind(s.device_name.as_deref())
+                            .bind(s.device_platform.as_deref())
+                            .bind(s.device_platform_version.as_deref())
                             .bind(s.was_successful)
                             .bind(micros(s.checkin_date_time))
-                            .bind(s.error_message.clone())
-                            .bind(applied)
-                            .bind(s.last_task_name.clone());
-                    }
-                    for row in q.fetch_all(&mut *tx).await.map_err(map_err)? {
-                        written.insert((
-                            row.try_get(0).map_err(map_err)?,
-                            row.try_get(1).map_err(map_err)?,
-                            row.try_get(2).map_err(map_err)?,
-                        ));
-                    }
-                    at += size;
-                }
-                let rows: Vec<_> = rows
-                    .into_iter()
-                    .filter(|((t, u, d), _)| {
-                        written.contains(&(t.to_string(), u.to_string(), d.clone()))
-                    })
-                    .collect();
-
-                // 2. The written reports' previous applied-policy rows go, then theirs come.
-                let mut at = 0;
-                for size in chunk_sizes(rows.len()) {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(delete_device_policies_sql(size)));
-                    for ((tenant, user, device), _) in &rows[at..at + size] {
-                        q = q.bind(*tenant).bind(*user).bind(device.as_str());
+                            .bind(s.error_message.as_deref())
+                            .bind(applied.as_str())
+                            .bind(s.last_task_name.as_deref());
                     }
                     q.execute(&mut *tx).await.map_err(map_err)?;
                     at += size;
                 }
+
+                // A check-in ends a Graph PATCH's override in its scope (DESIGN §3). These
+                // updates match no row (and write nothing) unless an override is set.
                 let mut scopes: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-                let mut policy_rows = Vec::new();
-                for ((tenant, user, device), c) in &rows {
-                    let ids = scopes.entry(*tenant).or_default();
-                    for id in c.status.applied_policies.iter().flatten() {
-                        ids.insert(id.as_str());
-                        policy_rows.push((*tenant, id.as_str(), *user, device.as_str(), &c.status));
-                    }
+                for c in batch {
+                    let ids = scopes.entry(c.tenant.as_str()).or_default();
+                    ids.extend(
+                        c.status
+                            .applied_policies
+                            .iter()
+                            .flatten()
+                            .map(String::as_str),
+                    );
                 }
-                let mut at = 0;
-                for size in chunk_sizes(policy_rows.len()) {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_checkin_policies_sql(size)));
-                    for (tenant, id, user, device, s) in &policy_rows[at..at + size] {
-                        q = q
-                            .bind(*tenant)
-                            .bind(*id)
-                            .bind(*user)
-                            .bind(*device)
-                            .bind(s.was_successful)
-                            .bind(micros(s.checkin_date_time));
-                    }
-                    q.execute(&mut *tx).await.map_err(map_err)?;
-                    at += size;
-                }
-
-                // 3. A check-in ends a Graph PATCH's override in its scope (DESIGN §3).
                 let mut cleared: BTreeSet<&str> = BTreeSet::new();
                 for (tenant, ids) in &scopes {
                     let done = sqlx::query(CLEAR_OFFICE_OVERRIDE)
@@ -343,11 +351,12 @@ macro_rules! checkin_engine {
                     let ids: Vec<&str> = ids.iter().copied().collect();
                     let mut at = 0;
                     for size in chunk_sizes(ids.len()) {
-                        let mut q =
-                            sqlx::query(sqlx::AssertSqlSafe(clear_config_overrides_sql(size)))
-                                .bind(false)
-                                .bind(*tenant)
-                                .bind(true);
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe($params(
+                            clear_config_overrides_sql(size),
+                        )))
+                        .bind(false)
+                        .bind(*tenant)
+                        .bind(true);
                         for id in &ids[at..at + size] {
                             q = q.bind(*id);
                         }
@@ -378,6 +387,161 @@ macro_rules! checkin_engine {
                     .collect())
             }
 
+            /// Applies the oldest log rows up to sequence `upto` (at most `limit`) to the
+            /// keyed tables and removes them from the log, in one transaction; returns how
+            /// many it applied.
+            async fn checkins_materialize(
+                &self,
+                upto: i64,
+                limit: usize,
+            ) -> $crate::storage::StorageResult<usize> {
+                use sqlx::Row as _;
+                use $crate::storage::checkins::*;
+                use $crate::storage::sql::map_err;
+                let mut tx = self.begin_checkins().await.map_err(map_err)?;
+                let rows = sqlx::query(sqlx::AssertSqlSafe(take_log_sql($for_update)))
+                    .bind(upto)
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let mut taken = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let seq: i64 = row.try_get(0).map_err(map_err)?;
+                    let tenant: String = row.try_get(1).map_err(map_err)?;
+                    let tenant = $crate::model::TenantId::parse(&tenant)
+                        .ok_or_else(|| $crate::storage::sql::corrupt("tenant_id", &tenant))?;
+                    let status = status_from_row(row, 2)?;
+                    taken.push((seq, $crate::model::Checkin { tenant, status }));
+                }
+                // Log order, so of two reports with the same time the later one wins.
+                taken.sort_unstable_by_key(|(seq, _)| *seq);
+                let checkins: Vec<$crate::model::Checkin> =
+                    taken.into_iter().map(|(_, c)| c).collect();
+                $store::checkins_apply(&mut tx, &checkins).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(checkins.len())
+            }
+
+            /// Applies every report logged before this call, so a view read next includes
+            /// all acknowledged check-ins. Cheap when nothing is pending.
+            async fn checkins_drain(&self) -> $crate::storage::StorageResult<()> {
+                use $crate::storage::checkins::*;
+                use $crate::storage::sql::map_err;
+                let head: i64 = sqlx::query_scalar(LOG_HEAD)
+                    .fetch_one(&self.reader)
+                    .await
+                    .map_err(map_err)?;
+                if head == 0 {
+                    return Ok(());
+                }
+                while self.checkins_materialize(head, DRAIN_BATCH).await? == DRAIN_BATCH {}
+                Ok(())
+            }
+
+            /// Writes reports into the keyed tables: the latest per (tenant, user, device),
+            /// and the configurations it applied.
+            async fn checkins_apply(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                batch: &[$crate::model::Checkin],
+            ) -> $crate::storage::StorageResult<()> {
+                use sqlx::Row as _;
+                use std::collections::{BTreeMap, HashSet};
+                use $crate::storage::checkins::*;
+                use $crate::storage::sql::{map_err, micros};
+                // Key order (and the last report per key wins within a batch).
+                let mut latest: BTreeMap<(&str, &str, String), &$crate::model::Checkin> =
+                    BTreeMap::new();
+                for c in batch {
+                    let key = (c.tenant.as_str(), c.status.user_id.as_str(), c.device_key());
+                    match latest.get(&key) {
+                        Some(prev)
+                            if prev.status.checkin_date_time > c.status.checkin_date_time => {}
+                        _ => {
+                            latest.insert(key, c);
+                        }
+                    }
+                }
+                let rows: Vec<(&(&str, &str, String), &$crate::model::Checkin)> =
+                    latest.iter().map(|(k, c)| (k, *c)).collect();
+
+                // 1. The reports, a few multi-row statements in key order; a report older than
+                // the stored one (applied out of order) is not written and not returned.
+                let mut written: HashSet<(String, String, String)> = HashSet::new();
+                let mut at = 0;
+                for size in chunk_sizes(rows.len()) {
+                    let mut q =
+                        sqlx::query(sqlx::AssertSqlSafe($params(upsert_checkins_sql(size))));
+                    for ((tenant, user, device), c) in &rows[at..at + size] {
+                        let s = &c.status;
+                        q = q
+                            .bind(*tenant)
+                            .bind(*user)
+                            .bind(device.as_str())
+                            .bind(s.user_principal_name.as_deref())
+                            .bind(s.device_name.as_deref())
+                            .bind(s.device_platform.as_deref())
+                            .bind(s.device_platform_version.as_deref())
+                            .bind(s.was_successful)
+                            .bind(micros(s.checkin_date_time))
+                            .bind(s.error_message.as_deref())
+                            .bind(applied_json(&s.applied_policies))
+                            .bind(s.last_task_name.as_deref());
+                    }
+                    for row in q.fetch_all(&mut **tx).await.map_err(map_err)? {
+                        written.insert((
+                            row.try_get(0).map_err(map_err)?,
+                            row.try_get(1).map_err(map_err)?,
+                            row.try_get(2).map_err(map_err)?,
+                        ));
+                    }
+                    at += size;
+                }
+                let rows: Vec<_> = rows
+                    .into_iter()
+                    .filter(|((t, u, d), _)| {
+                        written.contains(&(t.to_string(), u.to_string(), d.clone()))
+                    })
+                    .collect();
+
+                // 2. The written reports' previous applied-policy rows go, then theirs come.
+                let mut at = 0;
+                for size in chunk_sizes(rows.len()) {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe($params(
+                        delete_device_policies_sql(size),
+                    )));
+                    for ((tenant, user, device), _) in &rows[at..at + size] {
+                        q = q.bind(*tenant).bind(*user).bind(device.as_str());
+                    }
+                    q.execute(&mut **tx).await.map_err(map_err)?;
+                    at += size;
+                }
+                let mut policy_rows = Vec::new();
+                for ((tenant, user, device), c) in &rows {
+                    for id in c.status.applied_policies.iter().flatten() {
+                        policy_rows.push((*tenant, id.as_str(), *user, device.as_str(), &c.status));
+                    }
+                }
+                let mut at = 0;
+                for size in chunk_sizes(policy_rows.len()) {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe($params(
+                        insert_checkin_policies_sql(size),
+                    )));
+                    for (tenant, id, user, device, s) in &policy_rows[at..at + size] {
+                        q = q
+                            .bind(*tenant)
+                            .bind(*id)
+                            .bind(*user)
+                            .bind(*device)
+                            .bind(s.was_successful)
+                            .bind(micros(s.checkin_date_time));
+                    }
+                    q.execute(&mut **tx).await.map_err(map_err)?;
+                    at += size;
+                }
+                Ok(())
+            }
+
             async fn checkins_tenant_view(
                 &self,
                 tenant: &$crate::model::TenantId,
@@ -387,6 +551,7 @@ macro_rules! checkin_engine {
                 use sqlx::Row as _;
                 use $crate::storage::checkins::*;
                 use $crate::storage::sql::map_err;
+                self.checkins_drain().await?;
                 let since = since_micros(since);
                 let rows = sqlx::query(sqlx::AssertSqlSafe(tenant_statuses_sql()))
                     .bind(tenant.as_str())
@@ -428,6 +593,7 @@ macro_rules! checkin_engine {
                 use sqlx::Row as _;
                 use $crate::storage::checkins::*;
                 use $crate::storage::sql::{map_err, parse_uuid};
+                self.checkins_drain().await?;
                 let mut views: std::collections::HashMap<uuid::Uuid, $crate::model::CheckinView> =
                     ids.iter().map(|id| (*id, Default::default())).collect();
                 let since = since_micros(since);
@@ -504,6 +670,23 @@ mod tests {
             assert_eq!(sizes.iter().sum::<usize>(), n);
             assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= MAX_CHUNK));
         }
+    }
+
+    #[test]
+    fn sqlite_statements_use_anonymous_parameters() {
+        assert_eq!(
+            anonymous_params(value_rows(2, 2, 1)),
+            "(?, ?), (?, ?)".to_string()
+        );
+        let upsert = anonymous_params(upsert_checkins_sql(64));
+        assert!(!upsert.contains('$'));
+        assert_eq!(upsert.matches('?').count(), 64 * CHECKIN_PARAMS);
+        assert_eq!(
+            anonymous_params(clear_config_overrides_sql(2))
+                .matches('?')
+                .count(),
+            5
+        );
     }
 
     #[test]

@@ -97,10 +97,15 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         new_singleton_id: Uuid,
     ) -> StorageResult<Box<dyn TenantTx>>;
-    /// Durably stores a batch of check-ins in one transaction (the latest report per (tenant,
-    /// user, device) is kept) and ends the Graph overrides in their scopes. Returns the tenants
-    /// whose singleton or configurations changed that way.
+    /// Durably stores a batch of check-ins in one transaction (appended to the check-in log;
+    /// the latest report per (tenant, user, device) is what the views show) and ends the Graph
+    /// overrides in their scopes. Returns the tenants whose singleton or configurations changed
+    /// that way.
     async fn record_checkins(&self, batch: &[Checkin]) -> StorageResult<Vec<TenantId>>;
+    /// Applies up to `limit` of the oldest logged check-ins to the tables the views read, in
+    /// one transaction; returns how many. The views apply what is pending themselves, so this
+    /// only keeps the log short.
+    async fn materialize_checkins(&self, limit: usize) -> StorageResult<usize>;
     /// The tenant's check-in view over reports at or after `since`, at most `cap` statuses.
     async fn tenant_checkin_view(
         &self,

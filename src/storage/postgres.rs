@@ -136,4 +136,10 @@ sql_engine!(
     PgRow,
     " COLLATE \"C\""
 );
-super::checkins::checkin_engine!(PostgresStore, Postgres, PgRow);
+super::checkins::checkin_engine!(
+    PostgresStore,
+    Postgres,
+    PgRow,
+    true,
+    super::checkins::numbered_params
+);

@@ -108,4 +108,10 @@ impl SqliteStore {
 }
 
 sql_engine!(SqliteStore, SqliteTenantTx, Sqlite, SqliteRow, "");
-super::checkins::checkin_engine!(SqliteStore, Sqlite, SqliteRow);
+super::checkins::checkin_engine!(
+    SqliteStore,
+    Sqlite,
+    SqliteRow,
+    false,
+    super::checkins::anonymous_params
+);
