@@ -80,17 +80,42 @@ pub fn take_log_sql(for_update: bool) -> String {
     )
 }
 
-/// Upserts `rows` reports (12 parameters each, in [`CHECKIN_COLUMNS`] order), keeping the
-/// stored one where it is newer (another instance's); returns the keys actually written.
+/// What an upsert of reports does with a stored one: replaced unless it is newer (another
+/// instance's, or applied out of order); the keys actually written are returned.
+const UPSERT_CHECKINS_TAIL: &str = "ON CONFLICT (tenant_id, user_id, device_key) DO UPDATE SET user_principal_name = excluded.user_principal_name, device_name = excluded.device_name, device_platform = excluded.device_platform, device_platform_version = excluded.device_platform_version, was_successful = excluded.was_successful, checkin_date_time = excluded.checkin_date_time, error_message = excluded.error_message, applied_policies = excluded.applied_policies, last_task_name = excluded.last_task_name \
+     WHERE client_checkins.checkin_date_time <= excluded.checkin_date_time \
+     RETURNING tenant_id, user_id, device_key";
+
+/// Upserts `rows` reports (12 parameters each, in [`CHECKIN_COLUMNS`] order).
 pub fn upsert_checkins_sql(rows: usize) -> String {
     format!(
-        "INSERT INTO client_checkins ({CHECKIN_COLUMNS}) VALUES {} \
-         ON CONFLICT (tenant_id, user_id, device_key) DO UPDATE SET user_principal_name = excluded.user_principal_name, device_name = excluded.device_name, device_platform = excluded.device_platform, device_platform_version = excluded.device_platform_version, was_successful = excluded.was_successful, checkin_date_time = excluded.checkin_date_time, error_message = excluded.error_message, applied_policies = excluded.applied_policies, last_task_name = excluded.last_task_name \
-         WHERE client_checkins.checkin_date_time <= excluded.checkin_date_time \
-         RETURNING tenant_id, user_id, device_key",
+        "INSERT INTO client_checkins ({CHECKIN_COLUMNS}) VALUES {} {UPSERT_CHECKINS_TAIL}",
         value_rows(rows, CHECKIN_PARAMS, 1)
     )
 }
+
+// PostgreSQL's forms of the bulk writes: one statement of one array per column, whatever the
+// batch size (no per-row parameters to encode and plan).
+
+/// PostgreSQL: [`append_log_sql`] with one array per column.
+pub fn append_log_unnest_sql() -> String {
+    format!(
+        "INSERT INTO client_checkin_log ({LOG_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::int8[], $9::text[], $10::text[], $11::text[])"
+    )
+}
+
+/// PostgreSQL: [`upsert_checkins_sql`] with one array per column.
+pub fn upsert_checkins_unnest_sql() -> String {
+    format!(
+        "INSERT INTO client_checkins ({CHECKIN_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::int8[], $10::text[], $11::text[], $12::text[]) {UPSERT_CHECKINS_TAIL}"
+    )
+}
+
+/// PostgreSQL: [`delete_device_policies_sql`] with one array per key column.
+pub const DELETE_DEVICE_POLICIES_UNNEST: &str = "DELETE FROM client_checkin_policies p USING UNNEST($1::text[], $2::text[], $3::text[]) AS k(tenant_id, user_id, device_key) WHERE p.tenant_id = k.tenant_id AND p.user_id = k.user_id AND p.device_key = k.device_key";
+
+/// PostgreSQL: [`insert_checkin_policies_sql`] with one array per column.
+pub const INSERT_CHECKIN_POLICIES_UNNEST: &str = "INSERT INTO client_checkin_policies (tenant_id, configuration_id, user_id, device_key, was_successful, checkin_date_time) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::int8[]) ON CONFLICT DO NOTHING";
 
 /// Deletes the applied-policy rows of `rows` (tenant, user, device) keys (3 parameters each):
 /// a range of the table's key (migration 0003). Of the multi-key forms, `IN (SELECT … FROM
@@ -237,6 +262,13 @@ pub fn anonymous_params(sql: String) -> String {
     out
 }
 
+/// A report as written to `client_checkins`: tenant, user, device key, status.
+pub type Report<'a> = (&'a str, &'a str, &'a str, &'a CheckinStatus);
+/// An applied-policy row: tenant, configuration id, user, device key, the report's status.
+pub type Applied<'a> = (&'a str, &'a str, &'a str, &'a str, &'a CheckinStatus);
+/// The keys of the reports a batch wrote (tenant, user, device key).
+pub type WrittenKeys = std::collections::HashSet<(String, String, String)>;
+
 /// Log rows applied per transaction when a view read catches up.
 pub const DRAIN_BATCH: usize = 4096;
 
@@ -295,33 +327,9 @@ macro_rules! checkin_engine {
             ) -> $crate::storage::StorageResult<Vec<$crate::model::TenantId>> {
                 use std::collections::{BTreeMap, BTreeSet};
                 use $crate::storage::checkins::*;
-                use $crate::storage::sql::{map_err, micros};
+                use $crate::storage::sql::map_err;
                 let mut tx = self.begin_checkins().await.map_err(map_err)?;
-                let applied: Vec<String> = batch
-                    .iter()
-                    .map(|c| applied_json(&c.status.applied_policies))
-                    .collect();
-                let mut at = 0;
-                for size in chunk_sizes(batch.len()) {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe($params(append_log_sql(size))));
-                    for (c, applied) in batch[at..at + size].iter().zip(&applied[at..at + size]) {
-                        let s = &c.status;
-                        q = q
-                            .bind(c.tenant.as_str())
-                            .bind(s.user_id.as_str())
-                            .bind(s.user_principal_name.as_deref())
-                            .bind(s.device_name.as_deref())
-                            .bind(s.device_platform.as_deref())
-                            .bind(s.device_platform_version.as_deref())
-                            .bind(s.was_successful)
-                            .bind(micros(s.checkin_date_time))
-                            .bind(s.error_message.as_deref())
-                            .bind(applied.as_str())
-                            .bind(s.last_task_name.as_deref());
-                    }
-                    q.execute(&mut *tx).await.map_err(map_err)?;
-                    at += size;
-                }
+                $store::write_log(&mut tx, batch).await.map_err(map_err)?;
 
                 // A check-in ends a Graph PATCH's override in its scope (DESIGN §3). These
                 // updates match no row (and write nothing) unless an override is set.
@@ -445,10 +453,9 @@ macro_rules! checkin_engine {
                 tx: &mut sqlx::Transaction<'static, $db>,
                 batch: &[$crate::model::Checkin],
             ) -> $crate::storage::StorageResult<()> {
-                use sqlx::Row as _;
-                use std::collections::{BTreeMap, HashSet};
+                use std::collections::BTreeMap;
                 use $crate::storage::checkins::*;
-                use $crate::storage::sql::{map_err, micros};
+                use $crate::storage::sql::map_err;
                 // Key order (and the last report per key wins within a batch).
                 let mut latest: BTreeMap<(&str, &str, String), &$crate::model::Checkin> =
                     BTreeMap::new();
@@ -462,83 +469,30 @@ macro_rules! checkin_engine {
                         }
                     }
                 }
-                let rows: Vec<(&(&str, &str, String), &$crate::model::Checkin)> =
-                    latest.iter().map(|(k, c)| (k, *c)).collect();
+                let rows: Vec<Report<'_>> = latest
+                    .iter()
+                    .map(|((t, u, d), c)| (*t, *u, d.as_str(), &c.status))
+                    .collect();
 
-                // 1. The reports, a few multi-row statements in key order; a report older than
-                // the stored one (applied out of order) is not written and not returned.
-                let mut written: HashSet<(String, String, String)> = HashSet::new();
-                let mut at = 0;
-                for size in chunk_sizes(rows.len()) {
-                    let mut q =
-                        sqlx::query(sqlx::AssertSqlSafe($params(upsert_checkins_sql(size))));
-                    for ((tenant, user, device), c) in &rows[at..at + size] {
-                        let s = &c.status;
-                        q = q
-                            .bind(*tenant)
-                            .bind(*user)
-                            .bind(device.as_str())
-                            .bind(s.user_principal_name.as_deref())
-                            .bind(s.device_name.as_deref())
-                            .bind(s.device_platform.as_deref())
-                            .bind(s.device_platform_version.as_deref())
-                            .bind(s.was_successful)
-                            .bind(micros(s.checkin_date_time))
-                            .bind(s.error_message.as_deref())
-                            .bind(applied_json(&s.applied_policies))
-                            .bind(s.last_task_name.as_deref());
-                    }
-                    for row in q.fetch_all(&mut **tx).await.map_err(map_err)? {
-                        written.insert((
-                            row.try_get(0).map_err(map_err)?,
-                            row.try_get(1).map_err(map_err)?,
-                            row.try_get(2).map_err(map_err)?,
-                        ));
-                    }
-                    at += size;
-                }
-                let rows: Vec<_> = rows
+                // 1. The reports, in key order; a report older than the stored one (applied
+                // out of order) is not written and not returned.
+                let written = $store::write_reports(tx, &rows).await.map_err(map_err)?;
+                let rows: Vec<Report<'_>> = rows
                     .into_iter()
-                    .filter(|((t, u, d), _)| {
-                        written.contains(&(t.to_string(), u.to_string(), d.clone()))
+                    .filter(|(t, u, d, _)| {
+                        written.contains(&(t.to_string(), u.to_string(), d.to_string()))
                     })
                     .collect();
 
                 // 2. The written reports' previous applied-policy rows go, then theirs come.
-                let mut at = 0;
-                for size in chunk_sizes(rows.len()) {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe($params(
-                        delete_device_policies_sql(size),
-                    )));
-                    for ((tenant, user, device), _) in &rows[at..at + size] {
-                        q = q.bind(*tenant).bind(*user).bind(device.as_str());
-                    }
-                    q.execute(&mut **tx).await.map_err(map_err)?;
-                    at += size;
-                }
-                let mut policy_rows = Vec::new();
-                for ((tenant, user, device), c) in &rows {
-                    for id in c.status.applied_policies.iter().flatten() {
-                        policy_rows.push((*tenant, id.as_str(), *user, device.as_str(), &c.status));
+                $store::delete_applied(tx, &rows).await.map_err(map_err)?;
+                let mut applied: Vec<Applied<'_>> = Vec::new();
+                for (tenant, user, device, s) in &rows {
+                    for id in s.applied_policies.iter().flatten() {
+                        applied.push((tenant, id.as_str(), user, device, s));
                     }
                 }
-                let mut at = 0;
-                for size in chunk_sizes(policy_rows.len()) {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe($params(
-                        insert_checkin_policies_sql(size),
-                    )));
-                    for (tenant, id, user, device, s) in &policy_rows[at..at + size] {
-                        q = q
-                            .bind(*tenant)
-                            .bind(*id)
-                            .bind(*user)
-                            .bind(*device)
-                            .bind(s.was_successful)
-                            .bind(micros(s.checkin_date_time));
-                    }
-                    q.execute(&mut **tx).await.map_err(map_err)?;
-                    at += size;
-                }
+                $store::write_applied(tx, &applied).await.map_err(map_err)?;
                 Ok(())
             }
 
@@ -650,6 +604,131 @@ macro_rules! checkin_engine {
 }
 
 pub(crate) use checkin_engine;
+
+/// The bulk writes of the check-in store as multi-row statements of a few sizes (chunks of
+/// [`MAX_CHUNK`] rows at most), for an engine without array parameters (SQLite). `$params`
+/// adapts the statements' parameter style.
+macro_rules! chunked_checkin_writes {
+    ($store:ident, $db:ty, $params:path) => {
+        impl $store {
+            async fn write_log(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                batch: &[$crate::model::Checkin],
+            ) -> Result<(), sqlx::Error> {
+                use $crate::storage::checkins::*;
+                use $crate::storage::sql::micros;
+                let applied: Vec<String> = batch
+                    .iter()
+                    .map(|c| applied_json(&c.status.applied_policies))
+                    .collect();
+                let mut at = 0;
+                for size in chunk_sizes(batch.len()) {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe($params(append_log_sql(size))));
+                    for (c, applied) in batch[at..at + size].iter().zip(&applied[at..at + size]) {
+                        let s = &c.status;
+                        q = q
+                            .bind(c.tenant.as_str())
+                            .bind(s.user_id.as_str())
+                            .bind(s.user_principal_name.as_deref())
+                            .bind(s.device_name.as_deref())
+                            .bind(s.device_platform.as_deref())
+                            .bind(s.device_platform_version.as_deref())
+                            .bind(s.was_successful)
+                            .bind(micros(s.checkin_date_time))
+                            .bind(s.error_message.as_deref())
+                            .bind(applied.as_str())
+                            .bind(s.last_task_name.as_deref());
+                    }
+                    q.execute(&mut **tx).await?;
+                    at += size;
+                }
+                Ok(())
+            }
+
+            async fn write_reports(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                rows: &[$crate::storage::checkins::Report<'_>],
+            ) -> Result<$crate::storage::checkins::WrittenKeys, sqlx::Error> {
+                use sqlx::Row as _;
+                use $crate::storage::checkins::*;
+                use $crate::storage::sql::micros;
+                let mut written = WrittenKeys::new();
+                let mut at = 0;
+                for size in chunk_sizes(rows.len()) {
+                    let mut q =
+                        sqlx::query(sqlx::AssertSqlSafe($params(upsert_checkins_sql(size))));
+                    for (tenant, user, device, s) in &rows[at..at + size] {
+                        q = q
+                            .bind(*tenant)
+                            .bind(*user)
+                            .bind(*device)
+                            .bind(s.user_principal_name.as_deref())
+                            .bind(s.device_name.as_deref())
+                            .bind(s.device_platform.as_deref())
+                            .bind(s.device_platform_version.as_deref())
+                            .bind(s.was_successful)
+                            .bind(micros(s.checkin_date_time))
+                            .bind(s.error_message.as_deref())
+                            .bind(applied_json(&s.applied_policies))
+                            .bind(s.last_task_name.as_deref());
+                    }
+                    for row in q.fetch_all(&mut **tx).await? {
+                        written.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+                    }
+                    at += size;
+                }
+                Ok(written)
+            }
+
+            async fn delete_applied(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                rows: &[$crate::storage::checkins::Report<'_>],
+            ) -> Result<(), sqlx::Error> {
+                use $crate::storage::checkins::*;
+                let mut at = 0;
+                for size in chunk_sizes(rows.len()) {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe($params(
+                        delete_device_policies_sql(size),
+                    )));
+                    for (tenant, user, device, _) in &rows[at..at + size] {
+                        q = q.bind(*tenant).bind(*user).bind(*device);
+                    }
+                    q.execute(&mut **tx).await?;
+                    at += size;
+                }
+                Ok(())
+            }
+
+            async fn write_applied(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                rows: &[$crate::storage::checkins::Applied<'_>],
+            ) -> Result<(), sqlx::Error> {
+                use $crate::storage::checkins::*;
+                use $crate::storage::sql::micros;
+                let mut at = 0;
+                for size in chunk_sizes(rows.len()) {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe($params(
+                        insert_checkin_policies_sql(size),
+                    )));
+                    for (tenant, id, user, device, s) in &rows[at..at + size] {
+                        q = q
+                            .bind(*tenant)
+                            .bind(*id)
+                            .bind(*user)
+                            .bind(*device)
+                            .bind(s.was_successful)
+                            .bind(micros(s.checkin_date_time));
+                    }
+                    q.execute(&mut **tx).await?;
+                    at += size;
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use chunked_checkin_writes;
 
 #[cfg(test)]
 mod tests {

@@ -136,6 +136,129 @@ sql_engine!(
     PgRow,
     " COLLATE \"C\""
 );
+/// The check-in store's bulk writes: one statement each, the rows as one array per column.
+impl PostgresStore {
+    async fn write_log(
+        tx: &mut Transaction<'static, Postgres>,
+        batch: &[crate::model::Checkin],
+    ) -> Result<(), sqlx::Error> {
+        use super::checkins::*;
+        use super::sql::micros;
+        let status = |f: fn(&crate::model::CheckinStatus) -> Option<&str>| -> Vec<Option<&str>> {
+            batch.iter().map(|c| f(&c.status)).collect()
+        };
+        sqlx::query(sqlx::AssertSqlSafe(append_log_unnest_sql()))
+            .bind(batch.iter().map(|c| c.tenant.as_str()).collect::<Vec<_>>())
+            .bind(
+                batch
+                    .iter()
+                    .map(|c| c.status.user_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(status(|s| s.user_principal_name.as_deref()))
+            .bind(status(|s| s.device_name.as_deref()))
+            .bind(status(|s| s.device_platform.as_deref()))
+            .bind(status(|s| s.device_platform_version.as_deref()))
+            .bind(
+                batch
+                    .iter()
+                    .map(|c| c.status.was_successful)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                batch
+                    .iter()
+                    .map(|c| micros(c.status.checkin_date_time))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(status(|s| s.error_message.as_deref()))
+            .bind(
+                batch
+                    .iter()
+                    .map(|c| applied_json(&c.status.applied_policies))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(status(|s| s.last_task_name.as_deref()))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn write_reports(
+        tx: &mut Transaction<'static, Postgres>,
+        rows: &[super::checkins::Report<'_>],
+    ) -> Result<super::checkins::WrittenKeys, sqlx::Error> {
+        use super::checkins::*;
+        use super::sql::micros;
+        use sqlx::Row as _;
+        let status = |f: fn(&crate::model::CheckinStatus) -> Option<&str>| -> Vec<Option<&str>> {
+            rows.iter().map(|r| f(r.3)).collect()
+        };
+        let mut written = WrittenKeys::new();
+        for row in sqlx::query(sqlx::AssertSqlSafe(upsert_checkins_unnest_sql()))
+            .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+            .bind(status(|s| s.user_principal_name.as_deref()))
+            .bind(status(|s| s.device_name.as_deref()))
+            .bind(status(|s| s.device_platform.as_deref()))
+            .bind(status(|s| s.device_platform_version.as_deref()))
+            .bind(rows.iter().map(|r| r.3.was_successful).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| micros(r.3.checkin_date_time))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(status(|s| s.error_message.as_deref()))
+            .bind(
+                rows.iter()
+                    .map(|r| applied_json(&r.3.applied_policies))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(status(|s| s.last_task_name.as_deref()))
+            .fetch_all(&mut **tx)
+            .await?
+        {
+            written.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+        }
+        Ok(written)
+    }
+
+    async fn delete_applied(
+        tx: &mut Transaction<'static, Postgres>,
+        rows: &[super::checkins::Report<'_>],
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(super::checkins::DELETE_DEVICE_POLICIES_UNNEST)
+            .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn write_applied(
+        tx: &mut Transaction<'static, Postgres>,
+        rows: &[super::checkins::Applied<'_>],
+    ) -> Result<(), sqlx::Error> {
+        use super::sql::micros;
+        sqlx::query(super::checkins::INSERT_CHECKIN_POLICIES_UNNEST)
+            .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.3).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.4.was_successful).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| micros(r.4.checkin_date_time))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
 super::checkins::checkin_engine!(
     PostgresStore,
     Postgres,

@@ -108,6 +108,7 @@ impl SqliteStore {
 }
 
 sql_engine!(SqliteStore, SqliteTenantTx, Sqlite, SqliteRow, "");
+super::checkins::chunked_checkin_writes!(SqliteStore, Sqlite, super::checkins::anonymous_params);
 super::checkins::checkin_engine!(
     SqliteStore,
     Sqlite,
