@@ -502,7 +502,35 @@ async fn acknowledged_checkins_survive_a_crash() {
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
 }
 
+/// Check-ins are acknowledged once logged; the log is applied to the view tables in the
+/// background, without waiting for a Graph read to need them.
+async fn the_checkin_log_is_applied_in_the_background() {
+    let s = Server::start().await;
+    let token = user_token(&s, 1);
+    for d in 0..10 {
+        report(&s, &token, &format!("PC-{d}"), true, &[]).await;
+    }
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = s
+            .client
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|l| l == "cirrus_checkins_materialized_total 10") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the log was not applied within 10 s:\n{text}");
+}
+
 engine_tests!(
+    the_checkin_log_is_applied_in_the_background,
     checkins_feed_tenant_and_configuration_views,
     latest_status_per_user_and_device,
     checkin_validation_is_strict_and_stores_nothing,

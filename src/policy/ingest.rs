@@ -43,7 +43,7 @@ impl Default for IngestConfig {
             max_batch: 512,
             writers: 1,
             queue: 8192,
-            max_backlog: 65_536,
+            max_backlog: 16_384,
             materialize_batch: 4096,
         }
     }
@@ -175,7 +175,9 @@ async fn writer(
             // The store itself moves the change feed and drops stale cached entities.
             Ok(_) => {
                 metrics::counter!("cirrus_checkins_stored_total").increment(checkins.len() as u64);
-                log.backlog.fetch_add(checkins.len(), Ordering::Relaxed);
+                let backlog = log.backlog.fetch_add(checkins.len(), Ordering::Relaxed);
+                metrics::gauge!("cirrus_checkin_log_backlog")
+                    .set((backlog + checkins.len()) as f64);
                 log.appended.notify_one();
                 Outcome::Durable
             }
@@ -224,6 +226,7 @@ async fn materializer(
                     // some of ours): the estimate restarts from the truth.
                     metrics::counter!("cirrus_checkins_materialized_total").increment(n as u64);
                     log.backlog.store(0, Ordering::Relaxed);
+                    metrics::gauge!("cirrus_checkin_log_backlog").set(0.0);
                     log.applied.notify_waiters();
                     break;
                 }
