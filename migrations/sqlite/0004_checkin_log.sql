@@ -9,6 +9,8 @@ CREATE TABLE client_checkin_log (
     seq INTEGER PRIMARY KEY,
     tenant_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
+    -- as in client_checkins: deviceName folded to lower case (by the server, not by SQL)
+    device_key TEXT NOT NULL,
     user_principal_name TEXT,
     device_name TEXT NOT NULL,
     device_platform TEXT,

@@ -220,7 +220,11 @@ async fn materializer(
             tokio::time::sleep(LINGER).await;
         }
         loop {
-            match store.materialize_checkins(batch).await {
+            let started = std::time::Instant::now();
+            let result = store.materialize_checkins(batch).await;
+            metrics::histogram!("cirrus_checkin_materialize_seconds")
+                .record(started.elapsed().as_secs_f64());
+            match result {
                 Ok(n) if n < batch => {
                     // The log was empty at that moment (other instances may have applied
                     // some of ours): the estimate restarts from the truth.

@@ -16,12 +16,8 @@ use super::sql::{corrupt, from_micros, parse_json};
 use crate::model::CheckinStatus;
 
 const CHECKIN_COLUMNS: &str = "tenant_id, user_id, device_key, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name";
-/// Parameters per row of [`upsert_checkins_sql`].
+/// Parameters per row of [`append_log_sql`] (the log has the columns of `client_checkins`).
 pub const CHECKIN_PARAMS: usize = 12;
-/// Parameters per row of [`append_log_sql`].
-pub const LOG_PARAMS: usize = 11;
-/// Parameters per row of [`insert_checkin_policies_sql`].
-pub const CHECKIN_POLICY_PARAMS: usize = 6;
 /// Largest chunk of rows (or keys, or ids) one statement carries: at most 12 × 64 = 768
 /// parameters, far below both engines' limits.
 pub const MAX_CHUNK: usize = 64;
@@ -56,85 +52,80 @@ fn value_rows(rows: usize, cols: usize, first: usize) -> String {
         .join(", ")
 }
 
-const LOG_COLUMNS: &str = "tenant_id, user_id, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name";
-
-/// Appends `rows` reports to the check-in log (11 parameters each, in [`LOG_COLUMNS`] order):
-/// what a check-in's acknowledgement waits for.
+/// Appends `rows` reports to the check-in log (12 parameters each, in [`CHECKIN_COLUMNS`]
+/// order): what a check-in's acknowledgement waits for.
 pub fn append_log_sql(rows: usize) -> String {
     format!(
-        "INSERT INTO client_checkin_log ({LOG_COLUMNS}) VALUES {}",
-        value_rows(rows, LOG_PARAMS, 1)
+        "INSERT INTO client_checkin_log ({CHECKIN_COLUMNS}) VALUES {}",
+        value_rows(rows, CHECKIN_PARAMS, 1)
     )
 }
 
 /// The last sequence number in the log (0 when empty): what a view read must see applied.
 pub const LOG_HEAD: &str = "SELECT COALESCE(MAX(seq), 0) FROM client_checkin_log";
 
-/// Takes (deletes and returns) the oldest log rows up to `$1`, at most `$2` of them, for
-/// applying in the same transaction. On PostgreSQL the rows are locked first, so two instances
-/// never apply the same row: the second waits for the first, then finds them gone.
-pub fn take_log_sql(for_update: bool) -> String {
-    format!(
-        "DELETE FROM client_checkin_log WHERE seq IN (SELECT seq FROM client_checkin_log WHERE seq <= $1 ORDER BY seq LIMIT $2{}) RETURNING seq, {LOG_COLUMNS}",
-        if for_update { " FOR UPDATE" } else { "" }
-    )
-}
-
 /// What an upsert of reports does with a stored one: replaced unless it is newer (another
-/// instance's, or applied out of order); the keys actually written are returned.
+/// instance's, or applied out of order).
 const UPSERT_CHECKINS_TAIL: &str = "ON CONFLICT (tenant_id, user_id, device_key) DO UPDATE SET user_principal_name = excluded.user_principal_name, device_name = excluded.device_name, device_platform = excluded.device_platform, device_platform_version = excluded.device_platform_version, was_successful = excluded.was_successful, checkin_date_time = excluded.checkin_date_time, error_message = excluded.error_message, applied_policies = excluded.applied_policies, last_task_name = excluded.last_task_name \
-     WHERE client_checkins.checkin_date_time <= excluded.checkin_date_time \
-     RETURNING tenant_id, user_id, device_key";
+     WHERE client_checkins.checkin_date_time <= excluded.checkin_date_time";
 
-/// Upserts `rows` reports (12 parameters each, in [`CHECKIN_COLUMNS`] order).
-pub fn upsert_checkins_sql(rows: usize) -> String {
+// SQLite applies the log inside the database: a run of log rows (`seq` from `$1` to `$2`;
+// rowids are consecutive, as rows are only ever removed from the head) becomes three
+// statements, with no row crossing into the process.
+
+/// The first sequence number in the log (NULL when empty).
+pub const LOG_TAIL: &str = "SELECT MIN(seq) FROM client_checkin_log";
+
+/// SQLite: the run's reports, in log order, so of two reports with the same time the later
+/// one wins.
+pub fn apply_log_reports_sql() -> String {
     format!(
-        "INSERT INTO client_checkins ({CHECKIN_COLUMNS}) VALUES {} {UPSERT_CHECKINS_TAIL}",
-        value_rows(rows, CHECKIN_PARAMS, 1)
+        "INSERT INTO client_checkins ({CHECKIN_COLUMNS}) SELECT {CHECKIN_COLUMNS} FROM client_checkin_log WHERE seq BETWEEN $1 AND $2 ORDER BY seq {UPSERT_CHECKINS_TAIL}"
     )
 }
 
-// PostgreSQL's forms of the bulk writes: one statement of one array per column, whatever the
-// batch size (no per-row parameters to encode and plan).
+/// SQLite: the applied-policy rows of every device in the run go …
+pub const DELETE_LOG_DEVICES_POLICIES: &str = "DELETE FROM client_checkin_policies WHERE (tenant_id, user_id, device_key) IN (SELECT tenant_id, user_id, device_key FROM client_checkin_log WHERE seq BETWEEN $1 AND $2)";
+
+/// … and come back from each device's stored report (which may be newer than the run's).
+pub const INSERT_LOG_DEVICES_POLICIES: &str = "INSERT INTO client_checkin_policies (tenant_id, configuration_id, user_id, device_key, was_successful, checkin_date_time) \
+     SELECT c.tenant_id, j.value, c.user_id, c.device_key, c.was_successful, c.checkin_date_time \
+     FROM (SELECT DISTINCT tenant_id, user_id, device_key FROM client_checkin_log WHERE seq BETWEEN $1 AND $2) k \
+     JOIN client_checkins c ON c.tenant_id = k.tenant_id AND c.user_id = k.user_id AND c.device_key = k.device_key, \
+     json_each(c.applied_policies) j WHERE j.type = 'text' \
+     ON CONFLICT DO NOTHING";
+
+/// SQLite: the run leaves the log.
+pub const DELETE_LOG_RUN: &str = "DELETE FROM client_checkin_log WHERE seq BETWEEN $1 AND $2";
+
+// PostgreSQL's forms: the log rows are taken into the process (locked, so two instances never
+// apply the same one), and each step is one statement of one array per column.
+
+/// PostgreSQL: takes (deletes and returns) the oldest log rows up to `$1`, at most `$2`, for
+/// applying in the same transaction; another instance taking the same rows waits for this
+/// transaction, then finds them gone.
+pub const TAKE_LOG: &str = "DELETE FROM client_checkin_log WHERE seq IN (SELECT seq FROM client_checkin_log WHERE seq <= $1 ORDER BY seq LIMIT $2 FOR UPDATE) RETURNING seq, tenant_id, user_id, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name";
 
 /// PostgreSQL: [`append_log_sql`] with one array per column.
 pub fn append_log_unnest_sql() -> String {
     format!(
-        "INSERT INTO client_checkin_log ({LOG_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::int8[], $9::text[], $10::text[], $11::text[])"
+        "INSERT INTO client_checkin_log ({CHECKIN_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::int8[], $10::text[], $11::text[], $12::text[])"
     )
 }
 
-/// PostgreSQL: [`upsert_checkins_sql`] with one array per column.
+/// PostgreSQL: upserts reports given as one array per column; returns the keys written.
 pub fn upsert_checkins_unnest_sql() -> String {
     format!(
-        "INSERT INTO client_checkins ({CHECKIN_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::int8[], $10::text[], $11::text[], $12::text[]) {UPSERT_CHECKINS_TAIL}"
+        "INSERT INTO client_checkins ({CHECKIN_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::int8[], $10::text[], $11::text[], $12::text[]) {UPSERT_CHECKINS_TAIL} RETURNING tenant_id, user_id, device_key"
     )
 }
 
-/// PostgreSQL: [`delete_device_policies_sql`] with one array per key column.
+/// PostgreSQL: deletes the applied-policy rows of the (tenant, user, device) keys given as
+/// three arrays (a range of the table's key each, migration 0003).
 pub const DELETE_DEVICE_POLICIES_UNNEST: &str = "DELETE FROM client_checkin_policies p USING UNNEST($1::text[], $2::text[], $3::text[]) AS k(tenant_id, user_id, device_key) WHERE p.tenant_id = k.tenant_id AND p.user_id = k.user_id AND p.device_key = k.device_key";
 
-/// PostgreSQL: [`insert_checkin_policies_sql`] with one array per column.
+/// PostgreSQL: inserts applied-policy rows given as one array per column.
 pub const INSERT_CHECKIN_POLICIES_UNNEST: &str = "INSERT INTO client_checkin_policies (tenant_id, configuration_id, user_id, device_key, was_successful, checkin_date_time) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::int8[]) ON CONFLICT DO NOTHING";
-
-/// Deletes the applied-policy rows of `rows` (tenant, user, device) keys (3 parameters each):
-/// a range of the table's key (migration 0003). Of the multi-key forms, `IN (SELECT … FROM
-/// (VALUES …))` is the one both engines answer with key lookups (SQLite scans the table for a
-/// plain row-value `IN (VALUES …)`).
-pub fn delete_device_policies_sql(rows: usize) -> String {
-    format!(
-        "DELETE FROM client_checkin_policies WHERE (tenant_id, user_id, device_key) IN (SELECT column1, column2, column3 FROM (VALUES {}) AS v)",
-        value_rows(rows, 3, 1)
-    )
-}
-
-/// Inserts `rows` applied-policy rows (6 parameters each).
-pub fn insert_checkin_policies_sql(rows: usize) -> String {
-    format!(
-        "INSERT INTO client_checkin_policies (tenant_id, configuration_id, user_id, device_key, was_successful, checkin_date_time) VALUES {} ON CONFLICT DO NOTHING",
-        value_rows(rows, CHECKIN_POLICY_PARAMS, 1)
-    )
-}
 
 /// Ends a Graph PATCH's override of the tenant's check-in views: `$1` false, `$2` tenant,
 /// `$3` true.
@@ -287,7 +278,7 @@ pub fn since_micros(t: OffsetDateTime) -> i64 {
 /// Result<Transaction<'static, $db>, sqlx::Error>` and `async fn checkins_before_commit(tx,
 /// tenants)`). The `Store` impl in [`super::sql`] calls these.
 macro_rules! checkin_engine {
-    ($store:ident, $db:ty, $row:ty, $for_update:expr, $params:path) => {
+    ($store:ident, $db:ty, $row:ty, $params:path) => {
         fn status_from_row(
             row: &$row,
             offset: usize,
@@ -395,42 +386,6 @@ macro_rules! checkin_engine {
                     .collect())
             }
 
-            /// Applies the oldest log rows up to sequence `upto` (at most `limit`) to the
-            /// keyed tables and removes them from the log, in one transaction; returns how
-            /// many it applied.
-            async fn checkins_materialize(
-                &self,
-                upto: i64,
-                limit: usize,
-            ) -> $crate::storage::StorageResult<usize> {
-                use sqlx::Row as _;
-                use $crate::storage::checkins::*;
-                use $crate::storage::sql::map_err;
-                let mut tx = self.begin_checkins().await.map_err(map_err)?;
-                let rows = sqlx::query(sqlx::AssertSqlSafe(take_log_sql($for_update)))
-                    .bind(upto)
-                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                let mut taken = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let seq: i64 = row.try_get(0).map_err(map_err)?;
-                    let tenant: String = row.try_get(1).map_err(map_err)?;
-                    let tenant = $crate::model::TenantId::parse(&tenant)
-                        .ok_or_else(|| $crate::storage::sql::corrupt("tenant_id", &tenant))?;
-                    let status = status_from_row(row, 2)?;
-                    taken.push((seq, $crate::model::Checkin { tenant, status }));
-                }
-                // Log order, so of two reports with the same time the later one wins.
-                taken.sort_unstable_by_key(|(seq, _)| *seq);
-                let checkins: Vec<$crate::model::Checkin> =
-                    taken.into_iter().map(|(_, c)| c).collect();
-                $store::checkins_apply(&mut tx, &checkins).await?;
-                tx.commit().await.map_err(map_err)?;
-                Ok(checkins.len())
-            }
-
             /// Applies every report logged before this call, so a view read next includes
             /// all acknowledged check-ins. Cheap when nothing is pending.
             async fn checkins_drain(&self) -> $crate::storage::StorageResult<()> {
@@ -443,56 +398,7 @@ macro_rules! checkin_engine {
                 if head == 0 {
                     return Ok(());
                 }
-                while self.checkins_materialize(head, DRAIN_BATCH).await? == DRAIN_BATCH {}
-                Ok(())
-            }
-
-            /// Writes reports into the keyed tables: the latest per (tenant, user, device),
-            /// and the configurations it applied.
-            async fn checkins_apply(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                batch: &[$crate::model::Checkin],
-            ) -> $crate::storage::StorageResult<()> {
-                use std::collections::BTreeMap;
-                use $crate::storage::checkins::*;
-                use $crate::storage::sql::map_err;
-                // Key order (and the last report per key wins within a batch).
-                let mut latest: BTreeMap<(&str, &str, String), &$crate::model::Checkin> =
-                    BTreeMap::new();
-                for c in batch {
-                    let key = (c.tenant.as_str(), c.status.user_id.as_str(), c.device_key());
-                    match latest.get(&key) {
-                        Some(prev)
-                            if prev.status.checkin_date_time > c.status.checkin_date_time => {}
-                        _ => {
-                            latest.insert(key, c);
-                        }
-                    }
-                }
-                let rows: Vec<Report<'_>> = latest
-                    .iter()
-                    .map(|((t, u, d), c)| (*t, *u, d.as_str(), &c.status))
-                    .collect();
-
-                // 1. The reports, in key order; a report older than the stored one (applied
-                // out of order) is not written and not returned.
-                let written = $store::write_reports(tx, &rows).await.map_err(map_err)?;
-                let rows: Vec<Report<'_>> = rows
-                    .into_iter()
-                    .filter(|(t, u, d, _)| {
-                        written.contains(&(t.to_string(), u.to_string(), d.to_string()))
-                    })
-                    .collect();
-
-                // 2. The written reports' previous applied-policy rows go, then theirs come.
-                $store::delete_applied(tx, &rows).await.map_err(map_err)?;
-                let mut applied: Vec<Applied<'_>> = Vec::new();
-                for (tenant, user, device, s) in &rows {
-                    for id in s.applied_policies.iter().flatten() {
-                        applied.push((tenant, id.as_str(), user, device, s));
-                    }
-                }
-                $store::write_applied(tx, &applied).await.map_err(map_err)?;
+                while self.materialize_log(head, DRAIN_BATCH).await? == DRAIN_BATCH {}
                 Ok(())
             }
 
@@ -605,131 +511,6 @@ macro_rules! checkin_engine {
 
 pub(crate) use checkin_engine;
 
-/// The bulk writes of the check-in store as multi-row statements of a few sizes (chunks of
-/// [`MAX_CHUNK`] rows at most), for an engine without array parameters (SQLite). `$params`
-/// adapts the statements' parameter style.
-macro_rules! chunked_checkin_writes {
-    ($store:ident, $db:ty, $params:path) => {
-        impl $store {
-            async fn write_log(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                batch: &[$crate::model::Checkin],
-            ) -> Result<(), sqlx::Error> {
-                use $crate::storage::checkins::*;
-                use $crate::storage::sql::micros;
-                let applied: Vec<String> = batch
-                    .iter()
-                    .map(|c| applied_json(&c.status.applied_policies))
-                    .collect();
-                let mut at = 0;
-                for size in chunk_sizes(batch.len()) {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe($params(append_log_sql(size))));
-                    for (c, applied) in batch[at..at + size].iter().zip(&applied[at..at + size]) {
-                        let s = &c.status;
-                        q = q
-                            .bind(c.tenant.as_str())
-                            .bind(s.user_id.as_str())
-                            .bind(s.user_principal_name.as_deref())
-                            .bind(s.device_name.as_deref())
-                            .bind(s.device_platform.as_deref())
-                            .bind(s.device_platform_version.as_deref())
-                            .bind(s.was_successful)
-                            .bind(micros(s.checkin_date_time))
-                            .bind(s.error_message.as_deref())
-                            .bind(applied.as_str())
-                            .bind(s.last_task_name.as_deref());
-                    }
-                    q.execute(&mut **tx).await?;
-                    at += size;
-                }
-                Ok(())
-            }
-
-            async fn write_reports(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                rows: &[$crate::storage::checkins::Report<'_>],
-            ) -> Result<$crate::storage::checkins::WrittenKeys, sqlx::Error> {
-                use sqlx::Row as _;
-                use $crate::storage::checkins::*;
-                use $crate::storage::sql::micros;
-                let mut written = WrittenKeys::new();
-                let mut at = 0;
-                for size in chunk_sizes(rows.len()) {
-                    let mut q =
-                        sqlx::query(sqlx::AssertSqlSafe($params(upsert_checkins_sql(size))));
-                    for (tenant, user, device, s) in &rows[at..at + size] {
-                        q = q
-                            .bind(*tenant)
-                            .bind(*user)
-                            .bind(*device)
-                            .bind(s.user_principal_name.as_deref())
-                            .bind(s.device_name.as_deref())
-                            .bind(s.device_platform.as_deref())
-                            .bind(s.device_platform_version.as_deref())
-                            .bind(s.was_successful)
-                            .bind(micros(s.checkin_date_time))
-                            .bind(s.error_message.as_deref())
-                            .bind(applied_json(&s.applied_policies))
-                            .bind(s.last_task_name.as_deref());
-                    }
-                    for row in q.fetch_all(&mut **tx).await? {
-                        written.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
-                    }
-                    at += size;
-                }
-                Ok(written)
-            }
-
-            async fn delete_applied(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                rows: &[$crate::storage::checkins::Report<'_>],
-            ) -> Result<(), sqlx::Error> {
-                use $crate::storage::checkins::*;
-                let mut at = 0;
-                for size in chunk_sizes(rows.len()) {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe($params(
-                        delete_device_policies_sql(size),
-                    )));
-                    for (tenant, user, device, _) in &rows[at..at + size] {
-                        q = q.bind(*tenant).bind(*user).bind(*device);
-                    }
-                    q.execute(&mut **tx).await?;
-                    at += size;
-                }
-                Ok(())
-            }
-
-            async fn write_applied(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                rows: &[$crate::storage::checkins::Applied<'_>],
-            ) -> Result<(), sqlx::Error> {
-                use $crate::storage::checkins::*;
-                use $crate::storage::sql::micros;
-                let mut at = 0;
-                for size in chunk_sizes(rows.len()) {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe($params(
-                        insert_checkin_policies_sql(size),
-                    )));
-                    for (tenant, id, user, device, s) in &rows[at..at + size] {
-                        q = q
-                            .bind(*tenant)
-                            .bind(*id)
-                            .bind(*user)
-                            .bind(*device)
-                            .bind(s.was_successful)
-                            .bind(micros(s.checkin_date_time));
-                    }
-                    q.execute(&mut **tx).await?;
-                    at += size;
-                }
-                Ok(())
-            }
-        }
-    };
-}
-
-pub(crate) use chunked_checkin_writes;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -757,9 +538,9 @@ mod tests {
             anonymous_params(value_rows(2, 2, 1)),
             "(?, ?), (?, ?)".to_string()
         );
-        let upsert = anonymous_params(upsert_checkins_sql(64));
-        assert!(!upsert.contains('$'));
-        assert_eq!(upsert.matches('?').count(), 64 * CHECKIN_PARAMS);
+        let append = anonymous_params(append_log_sql(64));
+        assert!(!append.contains('$'));
+        assert_eq!(append.matches('?').count(), 64 * CHECKIN_PARAMS);
         assert_eq!(
             anonymous_params(clear_config_overrides_sql(2))
                 .matches('?')
@@ -771,8 +552,7 @@ mod tests {
     #[test]
     fn statements_number_their_parameters_in_order() {
         assert_eq!(value_rows(2, 3, 1), "($1, $2, $3), ($4, $5, $6)");
-        assert!(upsert_checkins_sql(2).contains("($13, $14,"));
-        assert!(delete_device_policies_sql(1).contains("VALUES ($1, $2, $3)"));
+        assert!(append_log_sql(2).contains("($13, $14,"));
         assert!(clear_config_overrides_sql(2).ends_with("id IN ($4, $5)"));
     }
 

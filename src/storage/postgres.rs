@@ -136,8 +136,95 @@ sql_engine!(
     PgRow,
     " COLLATE \"C\""
 );
-/// The check-in store's bulk writes: one statement each, the rows as one array per column.
+/// The check-in store's log application and bulk writes: the log rows are taken into the
+/// process, and each write is one statement, the rows as one array per column.
 impl PostgresStore {
+    /// Applies the oldest log rows up to sequence `upto` (at most `limit`) to the
+    /// keyed tables and removes them from the log, in one transaction; returns how
+    /// many it applied.
+    async fn materialize_log(
+        &self,
+        upto: i64,
+        limit: usize,
+    ) -> crate::storage::StorageResult<usize> {
+        use crate::storage::checkins::*;
+        use crate::storage::sql::map_err;
+        use sqlx::Row as _;
+        let mut tx = self.begin_checkins().await.map_err(map_err)?;
+        let rows = sqlx::query(TAKE_LOG)
+            .bind(upto)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let mut taken = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq: i64 = row.try_get(0).map_err(map_err)?;
+            let tenant: String = row.try_get(1).map_err(map_err)?;
+            let tenant = crate::model::TenantId::parse(&tenant)
+                .ok_or_else(|| crate::storage::sql::corrupt("tenant_id", &tenant))?;
+            let status = status_from_row(row, 2)?;
+            taken.push((seq, crate::model::Checkin { tenant, status }));
+        }
+        // Log order, so of two reports with the same time the later one wins.
+        taken.sort_unstable_by_key(|(seq, _)| *seq);
+        let checkins: Vec<crate::model::Checkin> = taken.into_iter().map(|(_, c)| c).collect();
+        PostgresStore::checkins_apply(&mut tx, &checkins).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(checkins.len())
+    }
+
+    /// Writes reports into the keyed tables: the latest per (tenant, user, device),
+    /// and the configurations it applied.
+    async fn checkins_apply(
+        tx: &mut sqlx::Transaction<'static, Postgres>,
+        batch: &[crate::model::Checkin],
+    ) -> crate::storage::StorageResult<()> {
+        use crate::storage::checkins::*;
+        use crate::storage::sql::map_err;
+        use std::collections::BTreeMap;
+        // Key order (and the last report per key wins within a batch).
+        let mut latest: BTreeMap<(&str, &str, String), &crate::model::Checkin> = BTreeMap::new();
+        for c in batch {
+            let key = (c.tenant.as_str(), c.status.user_id.as_str(), c.device_key());
+            match latest.get(&key) {
+                Some(prev) if prev.status.checkin_date_time > c.status.checkin_date_time => {}
+                _ => {
+                    latest.insert(key, c);
+                }
+            }
+        }
+        let rows: Vec<Report<'_>> = latest
+            .iter()
+            .map(|((t, u, d), c)| (*t, *u, d.as_str(), &c.status))
+            .collect();
+
+        // 1. The reports, in key order; a report older than the stored one (applied
+        // out of order) is not written and not returned.
+        let written = PostgresStore::write_reports(tx, &rows)
+            .await
+            .map_err(map_err)?;
+        let rows: Vec<Report<'_>> = rows
+            .into_iter()
+            .filter(|(t, u, d, _)| written.contains(&(t.to_string(), u.to_string(), d.to_string())))
+            .collect();
+
+        // 2. The written reports' previous applied-policy rows go, then theirs come.
+        PostgresStore::delete_applied(tx, &rows)
+            .await
+            .map_err(map_err)?;
+        let mut applied: Vec<Applied<'_>> = Vec::new();
+        for (tenant, user, device, s) in &rows {
+            for id in s.applied_policies.iter().flatten() {
+                applied.push((tenant, id.as_str(), user, device, s));
+            }
+        }
+        PostgresStore::write_applied(tx, &applied)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn write_log(
         tx: &mut Transaction<'static, Postgres>,
         batch: &[crate::model::Checkin],
@@ -155,6 +242,7 @@ impl PostgresStore {
                     .map(|c| c.status.user_id.as_str())
                     .collect::<Vec<_>>(),
             )
+            .bind(batch.iter().map(|c| c.device_key()).collect::<Vec<_>>())
             .bind(status(|s| s.user_principal_name.as_deref()))
             .bind(status(|s| s.device_name.as_deref()))
             .bind(status(|s| s.device_platform.as_deref()))
@@ -263,6 +351,5 @@ super::checkins::checkin_engine!(
     PostgresStore,
     Postgres,
     PgRow,
-    true,
     super::checkins::numbered_params
 );

@@ -417,7 +417,7 @@ macro_rules! sql_engine {
                 if head == 0 {
                     return Ok(0);
                 }
-                self.checkins_materialize(head, limit).await
+                self.materialize_log(head, limit).await
             }
 
             async fn tenant_checkin_view(

@@ -15,8 +15,9 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
+use super::StorageResult;
 use super::changes::ChangeFeed;
-use super::sql::{INSERT_OFFICE, sql_engine};
+use super::sql::{INSERT_OFFICE, map_err, sql_engine};
 use crate::model::TenantId;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -108,11 +109,87 @@ impl SqliteStore {
 }
 
 sql_engine!(SqliteStore, SqliteTenantTx, Sqlite, SqliteRow, "");
-super::checkins::chunked_checkin_writes!(SqliteStore, Sqlite, super::checkins::anonymous_params);
+/// The check-in log on SQLite: appended with multi-row statements, applied inside the
+/// database (no row crosses into the process).
+impl SqliteStore {
+    async fn write_log(
+        tx: &mut Transaction<'static, Sqlite>,
+        batch: &[crate::model::Checkin],
+    ) -> Result<(), sqlx::Error> {
+        use super::checkins::*;
+        use super::sql::micros;
+        let rows: Vec<(String, String)> = batch
+            .iter()
+            .map(|c| (c.device_key(), applied_json(&c.status.applied_policies)))
+            .collect();
+        let mut at = 0;
+        for size in chunk_sizes(batch.len()) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(anonymous_params(append_log_sql(size))));
+            for (c, (device, applied)) in batch[at..at + size].iter().zip(&rows[at..at + size]) {
+                let s = &c.status;
+                q = q
+                    .bind(c.tenant.as_str())
+                    .bind(s.user_id.as_str())
+                    .bind(device.as_str())
+                    .bind(s.user_principal_name.as_deref())
+                    .bind(s.device_name.as_deref())
+                    .bind(s.device_platform.as_deref())
+                    .bind(s.device_platform_version.as_deref())
+                    .bind(s.was_successful)
+                    .bind(micros(s.checkin_date_time))
+                    .bind(s.error_message.as_deref())
+                    .bind(applied.as_str())
+                    .bind(s.last_task_name.as_deref());
+            }
+            q.execute(&mut **tx).await?;
+            at += size;
+        }
+        Ok(())
+    }
+
+    /// Applies the oldest log rows up to sequence `upto` (at most `limit`) to the keyed tables
+    /// and removes them from the log, in one transaction; returns how many it applied.
+    async fn materialize_log(&self, upto: i64, limit: usize) -> StorageResult<usize> {
+        use super::checkins::*;
+        let mut tx = self.begin_checkins().await.map_err(map_err)?;
+        let Some(first) = sqlx::query_scalar::<_, Option<i64>>(LOG_TAIL)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?
+        else {
+            return Ok(0);
+        };
+        let last = upto.min(first.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX) - 1));
+        if last < first {
+            return Ok(0);
+        }
+        for statement in [
+            apply_log_reports_sql().as_str(),
+            DELETE_LOG_DEVICES_POLICIES,
+            INSERT_LOG_DEVICES_POLICIES,
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .bind(first)
+                .bind(last)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        let applied = sqlx::query(DELETE_LOG_RUN)
+            .bind(first)
+            .bind(last)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        tx.commit().await.map_err(map_err)?;
+        Ok(usize::try_from(applied).unwrap_or(usize::MAX))
+    }
+}
+
 super::checkins::checkin_engine!(
     SqliteStore,
     Sqlite,
     SqliteRow,
-    false,
     super::checkins::anonymous_params
 );
