@@ -74,14 +74,17 @@ impl ViewCache {
         f: impl FnOnce(&mut TenantViews) -> R,
     ) -> Option<R> {
         let mut map = self.tenants.lock().ok()?;
-        if !map.contains_key(tenant) {
-            if map.len() >= MAX_VIEW_TENANTS {
-                map.clear();
+        // One lookup, and no clone of the key, when the tenant is there: this runs on every
+        // read of the singleton and of a configuration.
+        let entry = match map.get_mut(tenant) {
+            Some(entry) => entry,
+            None => {
+                if map.len() >= MAX_VIEW_TENANTS {
+                    map.clear();
+                }
+                map.entry(tenant.clone()).or_default()
             }
-            map.insert(tenant.clone(), TenantViews::default());
-        }
-        // Looked up without cloning the key: this runs on every read of the singleton.
-        let entry = map.get_mut(tenant)?;
+        };
         let fresh = entry.generation == generation
             && entry
                 .computed_at
@@ -198,49 +201,56 @@ impl Service {
     ) -> GraphResult<()> {
         let now = self.now();
         let generation = self.views_generation(tenant);
-        let wanted: Vec<Uuid> = values
-            .iter()
-            .filter(|c| !c.checkin_override)
-            .map(|c| c.id)
-            .collect();
-        let mut views: HashMap<Uuid, CheckinView> = match generation {
-            Some(g) => self
-                .views
-                .with(tenant, g, now, |e| {
-                    wanted
-                        .iter()
-                        .filter_map(|id| e.configurations.get(id).map(|v| (*id, v.clone())))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            None => HashMap::new(),
-        };
-        let missing: Vec<Uuid> = wanted
-            .iter()
-            .filter(|id| !views.contains_key(id))
-            .copied()
-            .collect();
-        if !missing.is_empty() {
-            let loaded = self
-                .store
-                .configuration_checkin_views(
-                    tenant,
-                    &missing,
-                    now - self.checkin_settings.window,
-                    self.checkin_settings.status_cap,
-                )
-                .await?;
-            if let Some(g) = generation {
-                self.views.with(tenant, g, now, |e| {
-                    for (id, view) in &loaded {
-                        e.configurations.insert(*id, view.clone());
+        // Cached views go straight into the values, under one lock and without intermediate
+        // maps: this runs on every read of a configuration. `missing` holds indexes into
+        // `values`.
+        let from_cache = |e: &mut TenantViews, values: &mut [ClientConfiguration]| {
+            let mut missing = Vec::new();
+            for (i, c) in values.iter_mut().enumerate() {
+                if c.checkin_override {
+                    continue;
+                }
+                match e.configurations.get(&c.id) {
+                    Some(view) => {
+                        c.checkin_statuses.clone_from(&view.statuses);
+                        c.user_checkin_summary = view.summary;
                     }
-                });
+                    None => missing.push(i),
+                }
             }
-            views.extend(loaded);
+            missing
+        };
+        let missing: Vec<usize> = match generation
+            .and_then(|g| self.views.with(tenant, g, now, |e| from_cache(e, values)))
+        {
+            Some(missing) => missing,
+            None => (0..values.len())
+                .filter(|&i| !values[i].checkin_override)
+                .collect(),
+        };
+        if missing.is_empty() {
+            return Ok(());
         }
-        for c in values.iter_mut().filter(|c| !c.checkin_override) {
-            let view = views.remove(&c.id).unwrap_or_default();
+        let ids: Vec<Uuid> = missing.iter().map(|&i| values[i].id).collect();
+        let mut loaded = self
+            .store
+            .configuration_checkin_views(
+                tenant,
+                &ids,
+                now - self.checkin_settings.window,
+                self.checkin_settings.status_cap,
+            )
+            .await?;
+        if let Some(g) = generation {
+            self.views.with(tenant, g, now, |e| {
+                for (id, view) in &loaded {
+                    e.configurations.insert(*id, view.clone());
+                }
+            });
+        }
+        for i in missing {
+            let c = &mut values[i];
+            let view = loaded.remove(&c.id).unwrap_or_default();
             c.checkin_statuses = view.statuses;
             c.user_checkin_summary = view.summary;
         }

@@ -341,7 +341,12 @@ fn public(target: &Target, service_root: &str) -> GraphResult<Response> {
 }
 
 pub(super) fn json_response(status: StatusCode, value: Value) -> Response {
-    let mut res = (status, value.to_string()).into_response();
+    json_bytes_response(status, value.to_string().into_bytes())
+}
+
+/// A JSON response from an already serialised body, with the headers of [`json_response`].
+pub(super) fn json_bytes_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut res = (status, body).into_response();
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -372,6 +377,13 @@ pub(super) fn entity(
     version: i64,
 ) -> Response {
     let mut res = json_response(status, with_context(ctx, fragment, body));
+    set_etag(&mut res, version);
+    res
+}
+
+/// [`entity`] for a body already serialised with its `@odata.context`.
+pub(super) fn rendered_entity(status: StatusCode, body: Vec<u8>, version: i64) -> Response {
+    let mut res = json_bytes_response(status, body);
     set_etag(&mut res, version);
     res
 }

@@ -41,17 +41,30 @@ pub async fn render() -> Response {
 
 /// The label for a request path: a fixed, small set.
 fn endpoint(path: &str) -> &'static str {
-    let lower = path.to_ascii_lowercase();
-    match lower.as_str() {
-        "/cirrus/v1/client/policy" => "client_policy",
-        "/cirrus/v1/client/checkins" => "client_checkins",
-        "/healthz" | "/readyz" => "health",
-        "/metrics" => "metrics",
-        p if p.starts_with("/cirrus/") || p.starts_with("/openapi/") => "docs",
-        "/beta/$batch" => "graph_batch",
-        "/beta/$metadata" | "/beta" | "/beta/" => "graph_metadata",
-        p if p.starts_with("/beta/") => "graph",
-        _ => "other",
+    // Case-insensitive comparisons in place: no lowercased copy of the path per request.
+    let is = |s: &str| path.eq_ignore_ascii_case(s);
+    let starts = |prefix: &str| {
+        path.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    if is("/cirrus/v1/client/policy") {
+        "client_policy"
+    } else if is("/cirrus/v1/client/checkins") {
+        "client_checkins"
+    } else if is("/healthz") || is("/readyz") {
+        "health"
+    } else if is("/metrics") {
+        "metrics"
+    } else if starts("/cirrus/") || starts("/openapi/") {
+        "docs"
+    } else if is("/beta/$batch") {
+        "graph_batch"
+    } else if is("/beta/$metadata") || is("/beta") || is("/beta/") {
+        "graph_metadata"
+    } else if starts("/beta/") {
+        "graph"
+    } else {
+        "other"
     }
 }
 
@@ -137,5 +150,10 @@ mod tests {
         );
         assert_eq!(super::endpoint("/cirrus/v1/openapi.json"), "docs");
         assert_eq!(super::endpoint("/x/y"), "other");
+        assert_eq!(super::endpoint("/BETA/officeConfiguration"), "graph");
+        assert_eq!(super::endpoint("/Beta/$Batch"), "graph_batch");
+        assert_eq!(super::endpoint("/Cirrus/v1/Client/Policy"), "client_policy");
+        assert_eq!(super::endpoint("/beta"), "graph_metadata");
+        assert_eq!(super::endpoint("/beta\u{e9}x"), "other");
     }
 }

@@ -9,6 +9,7 @@ pub mod client_openapi;
 pub mod handlers;
 pub mod metrics;
 mod reads;
+mod render;
 pub mod route;
 pub mod throttle;
 

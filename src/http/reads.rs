@@ -8,7 +8,8 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::handlers::{Ctx, entity, json_response};
+use super::handlers::{Ctx, entity, json_response, rendered_entity};
+use super::render::{WireEntity, entity_body};
 use crate::error::{GraphError, GraphResult};
 use crate::model::{Assignment, ClientConfiguration, ConfigurationKind};
 use crate::odata::edm::{ASSIGNMENT, CLIENT_CONFIGURATION, OFFICE_CONFIGURATION};
@@ -241,12 +242,35 @@ fn configuration_json(
     map
 }
 
+/// The whole entity (no `$select`, no `$expand`): written straight to bytes, see [`render`].
+///
+/// [`render`]: super::render
+fn whole_entity(
+    ctx: &Ctx<'_>,
+    q: &ParsedQuery,
+    fragment: &str,
+    value: &impl WireEntity,
+    version: i64,
+) -> Option<GraphResult<Response>> {
+    if !matches!(q.select, Select::All) || !q.expand.is_empty() {
+        return None;
+    }
+    Some(
+        entity_body(&ctx.context(fragment), value)
+            .map(|body| rendered_entity(StatusCode::OK, body, version))
+            .map_err(GraphError::internal),
+    )
+}
+
 pub(super) async fn office_configuration(ctx: &Ctx<'_>) -> GraphResult<Response> {
     let q = ParsedQuery::parse(ctx.query, OFFICE_CONFIGURATION, QueryTarget::Entity)?;
     let svc = &ctx.state.service;
     let mut value = svc.office_configuration(ctx.tenant()).await?;
     if selects_checkin_views(&q.select, OFFICE_VIEWS) {
         svc.fill_office_views(ctx.tenant(), &mut value).await?;
+    }
+    if let Some(res) = whole_entity(ctx, &q, "officeConfiguration", &value, value.version) {
+        return res;
     }
     let mut map = project(value.to_json(), &q.select);
     if let Some(expand) = expand_of(&q, "clientConfigurations") {
@@ -341,6 +365,14 @@ pub(super) async fn configuration(
             value.kind.type_name()
         )));
     }
+    let fragment = format!(
+        "{CONFIGS}{}{}/$entity",
+        cast_suffix(cast),
+        select_suffix(&q.select)
+    );
+    if let Some(res) = whole_entity(ctx, &q, &fragment, &value, value.version) {
+        return res;
+    }
     let assignments = if expand_of(&q, "assignments").is_some() {
         Some(
             svc.assignments_of(ctx.tenant(), &[id])
@@ -352,11 +384,6 @@ pub(super) async fn configuration(
         None
     };
     let map = configuration_json(ctx, &value, &q, assignments.as_deref());
-    let fragment = format!(
-        "{CONFIGS}{}{}/$entity",
-        cast_suffix(cast),
-        select_suffix(&q.select)
-    );
     Ok(entity(ctx, StatusCode::OK, &fragment, map, value.version))
 }
 
