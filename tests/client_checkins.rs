@@ -521,7 +521,10 @@ async fn the_checkin_log_is_applied_in_the_background() {
             .text()
             .await
             .unwrap();
-        if text.lines().any(|l| l == "cirrus_checkins_materialized_total 10") {
+        if text
+            .lines()
+            .any(|l| l == "cirrus_checkins_materialized_total 10")
+        {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
