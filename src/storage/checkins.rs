@@ -98,13 +98,34 @@ pub const INSERT_LOG_DEVICES_POLICIES: &str = "INSERT INTO client_checkin_polici
 /// SQLite: the run leaves the log.
 pub const DELETE_LOG_RUN: &str = "DELETE FROM client_checkin_log WHERE seq BETWEEN $1 AND $2";
 
-// PostgreSQL's forms: the log rows are taken into the process (locked, so two instances never
-// apply the same one), and each step is one statement of one array per column.
+// PostgreSQL applies the log inside the database too; the run is taken into a temporary
+// table first (rows locked and deleted from the log, so two instances never apply the same
+// one: the second waits for the first, then finds them gone).
 
-/// PostgreSQL: takes (deletes and returns) the oldest log rows up to `$1`, at most `$2`, for
-/// applying in the same transaction; another instance taking the same rows waits for this
-/// transaction, then finds them gone.
-pub const TAKE_LOG: &str = "DELETE FROM client_checkin_log WHERE seq IN (SELECT seq FROM client_checkin_log WHERE seq <= $1 ORDER BY seq LIMIT $2 FOR UPDATE) RETURNING seq, tenant_id, user_id, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name";
+/// PostgreSQL: the session's table for the run being applied (emptied at every commit).
+pub const CREATE_CHECKIN_RUN: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS checkin_run (LIKE client_checkin_log) ON COMMIT DELETE ROWS";
+
+/// PostgreSQL: takes the oldest log rows up to `$1`, at most `$2`, into the run.
+pub const TAKE_LOG_INTO_RUN: &str = "WITH taken AS (DELETE FROM client_checkin_log WHERE seq IN (SELECT seq FROM client_checkin_log WHERE seq <= $1 ORDER BY seq LIMIT $2 FOR UPDATE) RETURNING *) INSERT INTO checkin_run SELECT * FROM taken";
+
+/// PostgreSQL: the run's latest report per device (an upsert may touch a row once), in key
+/// order so two instances lock rows in the same order.
+pub const APPLY_RUN_REPORTS: &str = "INSERT INTO client_checkins (tenant_id, user_id, device_key, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name) \
+     SELECT DISTINCT ON (tenant_id, user_id, device_key) tenant_id, user_id, device_key, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name \
+     FROM checkin_run ORDER BY tenant_id, user_id, device_key, checkin_date_time DESC, seq DESC \
+     ON CONFLICT (tenant_id, user_id, device_key) DO UPDATE SET user_principal_name = excluded.user_principal_name, device_name = excluded.device_name, device_platform = excluded.device_platform, device_platform_version = excluded.device_platform_version, was_successful = excluded.was_successful, checkin_date_time = excluded.checkin_date_time, error_message = excluded.error_message, applied_policies = excluded.applied_policies, last_task_name = excluded.last_task_name \
+     WHERE client_checkins.checkin_date_time <= excluded.checkin_date_time";
+
+/// PostgreSQL: the applied-policy rows of every device in the run go …
+pub const DELETE_RUN_DEVICES_POLICIES: &str = "DELETE FROM client_checkin_policies p USING (SELECT DISTINCT tenant_id, user_id, device_key FROM checkin_run) k WHERE p.tenant_id = k.tenant_id AND p.user_id = k.user_id AND p.device_key = k.device_key";
+
+/// … and come back from each device's stored report (which may be newer than the run's).
+pub const INSERT_RUN_DEVICES_POLICIES: &str = "INSERT INTO client_checkin_policies (tenant_id, configuration_id, user_id, device_key, was_successful, checkin_date_time) \
+     SELECT c.tenant_id, j.id, c.user_id, c.device_key, c.was_successful, c.checkin_date_time \
+     FROM (SELECT DISTINCT tenant_id, user_id, device_key FROM checkin_run) k \
+     JOIN client_checkins c ON c.tenant_id = k.tenant_id AND c.user_id = k.user_id AND c.device_key = k.device_key \
+     CROSS JOIN LATERAL jsonb_array_elements_text(c.applied_policies::jsonb) AS j(id) WHERE j.id IS NOT NULL \
+     ON CONFLICT DO NOTHING";
 
 /// PostgreSQL: [`append_log_sql`] with one array per column.
 pub fn append_log_unnest_sql() -> String {
@@ -112,20 +133,6 @@ pub fn append_log_unnest_sql() -> String {
         "INSERT INTO client_checkin_log ({CHECKIN_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::int8[], $10::text[], $11::text[], $12::text[])"
     )
 }
-
-/// PostgreSQL: upserts reports given as one array per column; returns the keys written.
-pub fn upsert_checkins_unnest_sql() -> String {
-    format!(
-        "INSERT INTO client_checkins ({CHECKIN_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::int8[], $10::text[], $11::text[], $12::text[]) {UPSERT_CHECKINS_TAIL} RETURNING tenant_id, user_id, device_key"
-    )
-}
-
-/// PostgreSQL: deletes the applied-policy rows of the (tenant, user, device) keys given as
-/// three arrays (a range of the table's key each, migration 0003).
-pub const DELETE_DEVICE_POLICIES_UNNEST: &str = "DELETE FROM client_checkin_policies p USING UNNEST($1::text[], $2::text[], $3::text[]) AS k(tenant_id, user_id, device_key) WHERE p.tenant_id = k.tenant_id AND p.user_id = k.user_id AND p.device_key = k.device_key";
-
-/// PostgreSQL: inserts applied-policy rows given as one array per column.
-pub const INSERT_CHECKIN_POLICIES_UNNEST: &str = "INSERT INTO client_checkin_policies (tenant_id, configuration_id, user_id, device_key, was_successful, checkin_date_time) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::int8[]) ON CONFLICT DO NOTHING";
 
 /// Ends a Graph PATCH's override of the tenant's check-in views: `$1` false, `$2` tenant,
 /// `$3` true.
@@ -252,13 +259,6 @@ pub fn anonymous_params(sql: String) -> String {
     }
     out
 }
-
-/// A report as written to `client_checkins`: tenant, user, device key, status.
-pub type Report<'a> = (&'a str, &'a str, &'a str, &'a CheckinStatus);
-/// An applied-policy row: tenant, configuration id, user, device key, the report's status.
-pub type Applied<'a> = (&'a str, &'a str, &'a str, &'a str, &'a CheckinStatus);
-/// The keys of the reports a batch wrote (tenant, user, device key).
-pub type WrittenKeys = std::collections::HashSet<(String, String, String)>;
 
 /// Log rows applied per transaction when a view read catches up.
 pub const DRAIN_BATCH: usize = 4096;
@@ -574,15 +574,50 @@ mod tests {
         }
     }
 
-    /// Multi-row statements: a batch larger than one chunk is stored whole; a device's newer
-    /// report replaces its applied-policy rows; an older report (another instance's, say) is
-    /// neither stored nor allowed to touch the newer one's rows.
     #[tokio::test]
-    async fn batches_across_chunks_keep_the_newest_report_per_device() {
+    async fn sqlite_keeps_the_newest_report_per_device() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("checkins.sqlite3"), true)
             .await
             .unwrap();
+        newest_report_per_device(&store).await;
+    }
+
+    /// The same on PostgreSQL, in a schema of its own (skipped without
+    /// `CIRRUS_TEST_DATABASE_URL`).
+    #[tokio::test]
+    async fn postgres_keeps_the_newest_report_per_device() {
+        let Ok(admin) = std::env::var("CIRRUS_TEST_DATABASE_URL") else {
+            eprintln!("CIRRUS_TEST_DATABASE_URL unset: PostgreSQL half skipped");
+            return;
+        };
+        let schema = format!("cirrus_unit_{}", Uuid::new_v4().simple());
+        let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let sep = if admin.contains('?') { '&' } else { '?' };
+        let url = format!("{admin}{sep}options[search_path]={schema}");
+        let store = crate::storage::postgres::PostgresStore::connect(
+            &url,
+            true,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        newest_report_per_device(&store).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+
+    /// A batch larger than one statement chunk is stored whole; a device's newer report
+    /// replaces its applied-policy rows; an older report (another instance's, say) is neither
+    /// stored nor allowed to touch the newer one's rows. Reports pass through the check-in log
+    /// and are applied when the views are read.
+    async fn newest_report_per_device(store: &dyn crate::storage::Store) {
         let tenant = TenantId::parse("contoso").unwrap();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let t0 = OffsetDateTime::now_utc();

@@ -12,8 +12,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::StorageResult;
 use super::changes::{self, ChangeFeed, Topic};
-use super::sql::{INSERT_OFFICE, sql_engine};
+use super::sql::{INSERT_OFFICE, map_err, sql_engine};
 use crate::model::TenantId;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -136,93 +137,41 @@ sql_engine!(
     PgRow,
     " COLLATE \"C\""
 );
-/// The check-in store's log application and bulk writes: the log rows are taken into the
-/// process, and each write is one statement, the rows as one array per column.
+
+/// The check-in log on PostgreSQL: appended with one statement of one array per column,
+/// applied inside the database.
 impl PostgresStore {
-    /// Applies the oldest log rows up to sequence `upto` (at most `limit`) to the
-    /// keyed tables and removes them from the log, in one transaction; returns how
+    /// Applies the oldest log rows up to sequence `upto` (at most `limit`) to the keyed tables
+    /// and removes them from the log, in one transaction, inside the database; returns how
     /// many it applied.
-    async fn materialize_log(
-        &self,
-        upto: i64,
-        limit: usize,
-    ) -> crate::storage::StorageResult<usize> {
-        use crate::storage::checkins::*;
-        use crate::storage::sql::map_err;
-        use sqlx::Row as _;
+    async fn materialize_log(&self, upto: i64, limit: usize) -> StorageResult<usize> {
+        use super::checkins::*;
         let mut tx = self.begin_checkins().await.map_err(map_err)?;
-        let rows = sqlx::query(TAKE_LOG)
+        sqlx::query(CREATE_CHECKIN_RUN)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let taken = sqlx::query(TAKE_LOG_INTO_RUN)
             .bind(upto)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&mut *tx)
+            .execute(&mut *tx)
             .await
-            .map_err(map_err)?;
-        let mut taken = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let seq: i64 = row.try_get(0).map_err(map_err)?;
-            let tenant: String = row.try_get(1).map_err(map_err)?;
-            let tenant = crate::model::TenantId::parse(&tenant)
-                .ok_or_else(|| crate::storage::sql::corrupt("tenant_id", &tenant))?;
-            let status = status_from_row(row, 2)?;
-            taken.push((seq, crate::model::Checkin { tenant, status }));
+            .map_err(map_err)?
+            .rows_affected();
+        if taken > 0 {
+            for statement in [
+                APPLY_RUN_REPORTS,
+                DELETE_RUN_DEVICES_POLICIES,
+                INSERT_RUN_DEVICES_POLICIES,
+            ] {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            }
         }
-        // Log order, so of two reports with the same time the later one wins.
-        taken.sort_unstable_by_key(|(seq, _)| *seq);
-        let checkins: Vec<crate::model::Checkin> = taken.into_iter().map(|(_, c)| c).collect();
-        PostgresStore::checkins_apply(&mut tx, &checkins).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(checkins.len())
-    }
-
-    /// Writes reports into the keyed tables: the latest per (tenant, user, device),
-    /// and the configurations it applied.
-    async fn checkins_apply(
-        tx: &mut sqlx::Transaction<'static, Postgres>,
-        batch: &[crate::model::Checkin],
-    ) -> crate::storage::StorageResult<()> {
-        use crate::storage::checkins::*;
-        use crate::storage::sql::map_err;
-        use std::collections::BTreeMap;
-        // Key order (and the last report per key wins within a batch).
-        let mut latest: BTreeMap<(&str, &str, String), &crate::model::Checkin> = BTreeMap::new();
-        for c in batch {
-            let key = (c.tenant.as_str(), c.status.user_id.as_str(), c.device_key());
-            match latest.get(&key) {
-                Some(prev) if prev.status.checkin_date_time > c.status.checkin_date_time => {}
-                _ => {
-                    latest.insert(key, c);
-                }
-            }
-        }
-        let rows: Vec<Report<'_>> = latest
-            .iter()
-            .map(|((t, u, d), c)| (*t, *u, d.as_str(), &c.status))
-            .collect();
-
-        // 1. The reports, in key order; a report older than the stored one (applied
-        // out of order) is not written and not returned.
-        let written = PostgresStore::write_reports(tx, &rows)
-            .await
-            .map_err(map_err)?;
-        let rows: Vec<Report<'_>> = rows
-            .into_iter()
-            .filter(|(t, u, d, _)| written.contains(&(t.to_string(), u.to_string(), d.to_string())))
-            .collect();
-
-        // 2. The written reports' previous applied-policy rows go, then theirs come.
-        PostgresStore::delete_applied(tx, &rows)
-            .await
-            .map_err(map_err)?;
-        let mut applied: Vec<Applied<'_>> = Vec::new();
-        for (tenant, user, device, s) in &rows {
-            for id in s.applied_policies.iter().flatten() {
-                applied.push((tenant, id.as_str(), user, device, s));
-            }
-        }
-        PostgresStore::write_applied(tx, &applied)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        Ok(usize::try_from(taken).unwrap_or(usize::MAX))
     }
 
     async fn write_log(
@@ -267,80 +216,6 @@ impl PostgresStore {
                     .collect::<Vec<_>>(),
             )
             .bind(status(|s| s.last_task_name.as_deref()))
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    }
-
-    async fn write_reports(
-        tx: &mut Transaction<'static, Postgres>,
-        rows: &[super::checkins::Report<'_>],
-    ) -> Result<super::checkins::WrittenKeys, sqlx::Error> {
-        use super::checkins::*;
-        use super::sql::micros;
-        use sqlx::Row as _;
-        let status = |f: fn(&crate::model::CheckinStatus) -> Option<&str>| -> Vec<Option<&str>> {
-            rows.iter().map(|r| f(r.3)).collect()
-        };
-        let mut written = WrittenKeys::new();
-        for row in sqlx::query(sqlx::AssertSqlSafe(upsert_checkins_unnest_sql()))
-            .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
-            .bind(status(|s| s.user_principal_name.as_deref()))
-            .bind(status(|s| s.device_name.as_deref()))
-            .bind(status(|s| s.device_platform.as_deref()))
-            .bind(status(|s| s.device_platform_version.as_deref()))
-            .bind(rows.iter().map(|r| r.3.was_successful).collect::<Vec<_>>())
-            .bind(
-                rows.iter()
-                    .map(|r| micros(r.3.checkin_date_time))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(status(|s| s.error_message.as_deref()))
-            .bind(
-                rows.iter()
-                    .map(|r| applied_json(&r.3.applied_policies))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(status(|s| s.last_task_name.as_deref()))
-            .fetch_all(&mut **tx)
-            .await?
-        {
-            written.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
-        }
-        Ok(written)
-    }
-
-    async fn delete_applied(
-        tx: &mut Transaction<'static, Postgres>,
-        rows: &[super::checkins::Report<'_>],
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(super::checkins::DELETE_DEVICE_POLICIES_UNNEST)
-            .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    }
-
-    async fn write_applied(
-        tx: &mut Transaction<'static, Postgres>,
-        rows: &[super::checkins::Applied<'_>],
-    ) -> Result<(), sqlx::Error> {
-        use super::sql::micros;
-        sqlx::query(super::checkins::INSERT_CHECKIN_POLICIES_UNNEST)
-            .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.3).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.4.was_successful).collect::<Vec<_>>())
-            .bind(
-                rows.iter()
-                    .map(|r| micros(r.4.checkin_date_time))
-                    .collect::<Vec<_>>(),
-            )
             .execute(&mut **tx)
             .await?;
         Ok(())
