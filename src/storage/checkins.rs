@@ -515,7 +515,6 @@ pub(crate) use checkin_engine;
 mod tests {
     use super::*;
     use crate::model::{Checkin, CheckinStatus, TenantId};
-    use crate::storage::Store as _;
     use crate::storage::sqlite::SqliteStore;
     use uuid::Uuid;
 
