@@ -389,17 +389,34 @@ macro_rules! checkin_engine {
             /// Applies every report logged before this call, so a view read next includes
             /// all acknowledged check-ins. Cheap when nothing is pending.
             async fn checkins_drain(&self) -> $crate::storage::StorageResult<()> {
-                use $crate::storage::checkins::*;
-                use $crate::storage::sql::map_err;
-                let head: i64 = sqlx::query_scalar(LOG_HEAD)
-                    .fetch_one(&self.reader)
-                    .await
-                    .map_err(map_err)?;
+                use $crate::storage::checkins::DRAIN_BATCH;
+                let head = self.checkins_log_head().await?;
                 if head == 0 {
                     return Ok(());
                 }
                 while self.materialize_log(head, DRAIN_BATCH).await? == DRAIN_BATCH {}
                 Ok(())
+            }
+
+            /// Applies up to `limit` of the oldest logged reports (the materializer's pass).
+            async fn checkins_materialize(
+                &self,
+                limit: usize,
+            ) -> $crate::storage::StorageResult<usize> {
+                let head = self.checkins_log_head().await?;
+                if head == 0 {
+                    return Ok(0);
+                }
+                self.materialize_log(head, limit).await
+            }
+
+            /// The log's last sequence number (0 when empty): a cheap read, as the
+            /// materializer also polls an idle log.
+            async fn checkins_log_head(&self) -> $crate::storage::StorageResult<i64> {
+                sqlx::query_scalar($crate::storage::checkins::LOG_HEAD)
+                    .fetch_one(&self.reader)
+                    .await
+                    .map_err($crate::storage::sql::map_err)
             }
 
             async fn checkins_tenant_view(

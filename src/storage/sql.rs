@@ -408,16 +408,7 @@ macro_rules! sql_engine {
                 &self,
                 limit: usize,
             ) -> $crate::storage::StorageResult<usize> {
-                use $crate::storage::sql::map_err;
-                // A cheap read first: the materializer also polls an idle log.
-                let head: i64 = sqlx::query_scalar($crate::storage::checkins::LOG_HEAD)
-                    .fetch_one(&self.reader)
-                    .await
-                    .map_err(map_err)?;
-                if head == 0 {
-                    return Ok(0);
-                }
-                self.materialize_log(head, limit).await
+                self.checkins_materialize(limit).await
             }
 
             async fn tenant_checkin_view(
