@@ -44,7 +44,7 @@ impl Default for IngestConfig {
             writers: 1,
             queue: 8192,
             max_backlog: 16_384,
-            materialize_batch: 4096,
+            materialize_batch: 8192,
         }
     }
 }
