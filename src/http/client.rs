@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::body::read_json;
 use super::client_openapi as doc;
-use super::handlers::json_response;
+use super::handlers::json_bytes_response;
 use crate::auth::TokenKind;
 use crate::domain::Reporter;
 use crate::error::{GraphError, GraphResult};
@@ -73,7 +73,8 @@ async fn checkins_inner(state: &AppState, req: Request) -> GraphResult<Response>
             input,
         )
         .await?;
-    Ok(json_response(StatusCode::CREATED, status.to_json()))
+    let body = serde_json::to_vec(&status).map_err(|e| GraphError::Internal(e.into()))?;
+    Ok(json_bytes_response(StatusCode::CREATED, body))
 }
 
 /// `GET /cirrus/v1/client/policy`: the calling user's effective policy, with an `ETag` (a hash

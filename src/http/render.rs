@@ -9,11 +9,10 @@
 
 use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD;
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::model::{
-    CheckinStatus, ClientConfiguration, OfficeConfiguration, UserCheckinSummary, etag,
-    format_datetime,
+    ClientConfiguration, OfficeConfiguration, UserCheckinSummary, etag, format_datetime,
 };
 
 /// An entity with the properties of its wire form (in `to_json`'s order).
@@ -78,41 +77,6 @@ impl Serialize for Summary {
     }
 }
 
-struct Statuses<'a>(&'a [CheckinStatus]);
-
-impl Serialize for Statuses<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for status in self.0 {
-            seq.serialize_element(&Status(status))?;
-        }
-        seq.end()
-    }
-}
-
-struct Status<'a>(&'a CheckinStatus);
-
-impl Serialize for Status<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let c = self.0;
-        let mut map = s.serialize_map(None)?;
-        map.serialize_entry("@odata.type", "#microsoft.graph.officeClientCheckinStatus")?;
-        map.serialize_entry("userId", &c.user_id)?;
-        map.serialize_entry("userPrincipalName", &c.user_principal_name)?;
-        map.serialize_entry("deviceName", &c.device_name)?;
-        map.serialize_entry("devicePlatform", &c.device_platform)?;
-        map.serialize_entry("devicePlatformVersion", &c.device_platform_version)?;
-        map.serialize_entry("wasSuccessful", &c.was_successful)?;
-        map.serialize_entry("checkinDateTime", &format_datetime(c.checkin_date_time))?;
-        map.serialize_entry("errorMessage", &c.error_message)?;
-        map.serialize_entry("appliedPolicies", &c.applied_policies)?;
-        if let Some(task) = &c.last_task_name {
-            map.serialize_entry("lastTaskName", task)?;
-        }
-        map.end()
-    }
-}
-
 impl WireEntity for ClientConfiguration {
     fn write_properties<M: SerializeMap>(&self, m: &mut M) -> Result<(), M::Error> {
         m.serialize_entry("@odata.type", self.kind.odata_type())?;
@@ -131,7 +95,7 @@ impl WireEntity for ClientConfiguration {
         )?;
         m.serialize_entry("priority", &self.priority)?;
         m.serialize_entry("userCheckinSummary", &Summary(self.user_checkin_summary))?;
-        m.serialize_entry("checkinStatuses", &Statuses(&self.checkin_statuses))
+        m.serialize_entry("checkinStatuses", &self.checkin_statuses)
     }
 }
 
@@ -140,10 +104,7 @@ impl WireEntity for OfficeConfiguration {
         m.serialize_entry("@odata.type", "#microsoft.graph.officeConfiguration")?;
         m.serialize_entry("@odata.etag", &etag(self.version))?;
         m.serialize_entry("id", &Id(self.id))?;
-        m.serialize_entry(
-            "tenantCheckinStatuses",
-            &Statuses(&self.tenant_checkin_statuses),
-        )?;
+        m.serialize_entry("tenantCheckinStatuses", &self.tenant_checkin_statuses)?;
         m.serialize_entry(
             "tenantUserCheckinSummary",
             &Summary(self.tenant_user_checkin_summary),
@@ -153,6 +114,7 @@ impl WireEntity for OfficeConfiguration {
 
 #[cfg(test)]
 mod tests {
+    use crate::model::CheckinStatus;
     use serde_json::{Map, Value};
     use time::macros::datetime;
     use uuid::Uuid;

@@ -212,33 +212,30 @@ impl UserCheckinSummary {
 
 impl CheckinStatus {
     pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert(
-            "@odata.type".into(),
-            "#microsoft.graph.officeClientCheckinStatus".into(),
-        );
-        m.insert("userId".into(), self.user_id.clone().into());
-        m.insert(
-            "userPrincipalName".into(),
-            self.user_principal_name.clone().into(),
-        );
-        m.insert("deviceName".into(), self.device_name.clone().into());
-        m.insert("devicePlatform".into(), self.device_platform.clone().into());
-        m.insert(
-            "devicePlatformVersion".into(),
-            self.device_platform_version.clone().into(),
-        );
-        m.insert("wasSuccessful".into(), self.was_successful.into());
-        m.insert(
-            "checkinDateTime".into(),
-            format_datetime(self.checkin_date_time).into(),
-        );
-        m.insert("errorMessage".into(), self.error_message.clone().into());
-        m.insert("appliedPolicies".into(), json!(self.applied_policies));
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// The Graph shape, written straight out (a check-in's `201` body is serialised without
+/// building a `Value` first; [`CheckinStatus::to_json`] goes through this too).
+impl serde::Serialize for CheckinStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("@odata.type", "#microsoft.graph.officeClientCheckinStatus")?;
+        m.serialize_entry("userId", &self.user_id)?;
+        m.serialize_entry("userPrincipalName", &self.user_principal_name)?;
+        m.serialize_entry("deviceName", &self.device_name)?;
+        m.serialize_entry("devicePlatform", &self.device_platform)?;
+        m.serialize_entry("devicePlatformVersion", &self.device_platform_version)?;
+        m.serialize_entry("wasSuccessful", &self.was_successful)?;
+        m.serialize_entry("checkinDateTime", &format_datetime(self.checkin_date_time))?;
+        m.serialize_entry("errorMessage", &self.error_message)?;
+        m.serialize_entry("appliedPolicies", &self.applied_policies)?;
         if let Some(task) = &self.last_task_name {
-            m.insert("lastTaskName".into(), task.clone().into());
+            m.serialize_entry("lastTaskName", task)?;
         }
-        Value::Object(m)
+        m.end()
     }
 }
 
