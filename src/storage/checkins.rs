@@ -3,10 +3,12 @@
 //! row per configuration that report applied (keyed by device, so replacing a report is a key
 //! range; each configuration's view is a range of the by-time index).
 //!
-//! Batches are written in one transaction (the caller group-commits many clients' reports),
-//! with a few multi-row statements per batch rather than a few statements per report: per
-//! statement round trips, not the commit, were the cost once batches grew. Rows are written in
-//! key order so two instances writing overlapping batches cannot deadlock.
+//! A group-committed batch of reports is appended to `client_checkin_log` in one transaction
+//! (what the acknowledgement waits for); runs of log rows are applied to the two keyed tables
+//! later, inside the database, and every view read applies what is pending first (decision 11
+//! in docs/decisions.md). Rows are applied in key order so two instances cannot deadlock.
+
+use std::sync::LazyLock;
 
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -37,6 +39,23 @@ pub fn chunk_sizes(mut n: usize) -> Vec<usize> {
         n -= size;
     }
     sizes
+}
+
+/// One statement text per chunk size ([`chunk_sizes`]: powers of two up to [`MAX_CHUNK`]).
+pub type ChunkStatements = [std::sync::OnceLock<String>; 7];
+
+/// The statement for a chunk of `size` rows, built once per process: otherwise every batch
+/// formats hundreds of parameter placeholders again.
+pub fn chunk_statement(
+    cache: &'static ChunkStatements,
+    size: usize,
+    build: impl FnOnce() -> String,
+) -> &'static str {
+    match cache.get(size.ilog2() as usize) {
+        Some(slot) if size.is_power_of_two() => slot.get_or_init(build).as_str(),
+        // Not a size `chunk_sizes` makes; kept correct rather than cached.
+        _ => Box::leak(build().into_boxed_str()),
+    }
 }
 
 /// `($first, …), (…)`: `rows` rows of `cols` parameters, numbered from `first`.
@@ -78,11 +97,11 @@ pub const LOG_TAIL: &str = "SELECT MIN(seq) FROM client_checkin_log";
 
 /// SQLite: the run's reports, in log order, so of two reports with the same time the later
 /// one wins.
-pub fn apply_log_reports_sql() -> String {
+pub static APPLY_LOG_REPORTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO client_checkins ({CHECKIN_COLUMNS}) SELECT {CHECKIN_COLUMNS} FROM client_checkin_log WHERE seq BETWEEN $1 AND $2 ORDER BY seq {UPSERT_CHECKINS_TAIL}"
     )
-}
+});
 
 /// SQLite: the applied-policy rows of every device in the run go …
 pub const DELETE_LOG_DEVICES_POLICIES: &str = "DELETE FROM client_checkin_policies WHERE (tenant_id, user_id, device_key) IN (SELECT tenant_id, user_id, device_key FROM client_checkin_log WHERE seq BETWEEN $1 AND $2)";
@@ -110,11 +129,11 @@ pub const TAKE_LOG_INTO_RUN: &str = "WITH taken AS (DELETE FROM client_checkin_l
 
 /// PostgreSQL: the run's latest report per device (an upsert may touch a row once), in key
 /// order so two instances lock rows in the same order.
-pub const APPLY_RUN_REPORTS: &str = "INSERT INTO client_checkins (tenant_id, user_id, device_key, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name) \
-     SELECT DISTINCT ON (tenant_id, user_id, device_key) tenant_id, user_id, device_key, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name \
-     FROM checkin_run ORDER BY tenant_id, user_id, device_key, checkin_date_time DESC, seq DESC \
-     ON CONFLICT (tenant_id, user_id, device_key) DO UPDATE SET user_principal_name = excluded.user_principal_name, device_name = excluded.device_name, device_platform = excluded.device_platform, device_platform_version = excluded.device_platform_version, was_successful = excluded.was_successful, checkin_date_time = excluded.checkin_date_time, error_message = excluded.error_message, applied_policies = excluded.applied_policies, last_task_name = excluded.last_task_name \
-     WHERE client_checkins.checkin_date_time <= excluded.checkin_date_time";
+pub static APPLY_RUN_REPORTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO client_checkins ({CHECKIN_COLUMNS}) SELECT DISTINCT ON (tenant_id, user_id, device_key) {CHECKIN_COLUMNS} FROM checkin_run ORDER BY tenant_id, user_id, device_key, checkin_date_time DESC, seq DESC {UPSERT_CHECKINS_TAIL}"
+    )
+});
 
 /// PostgreSQL: the applied-policy rows of every device in the run go …
 pub const DELETE_RUN_DEVICES_POLICIES: &str = "DELETE FROM client_checkin_policies p USING (SELECT DISTINCT tenant_id, user_id, device_key FROM checkin_run) k WHERE p.tenant_id = k.tenant_id AND p.user_id = k.user_id AND p.device_key = k.device_key";
@@ -128,11 +147,11 @@ pub const INSERT_RUN_DEVICES_POLICIES: &str = "INSERT INTO client_checkin_polici
      ON CONFLICT DO NOTHING";
 
 /// PostgreSQL: [`append_log_sql`] with one array per column.
-pub fn append_log_unnest_sql() -> String {
+pub static APPEND_LOG_UNNEST: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO client_checkin_log ({CHECKIN_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::int8[], $10::text[], $11::text[], $12::text[])"
     )
-}
+});
 
 /// Ends a Graph PATCH's override of the tenant's check-in views: `$1` false, `$2` tenant,
 /// `$3` true.
@@ -350,9 +369,10 @@ macro_rules! checkin_engine {
                     let ids: Vec<&str> = ids.iter().copied().collect();
                     let mut at = 0;
                     for size in chunk_sizes(ids.len()) {
-                        let mut q = sqlx::query(sqlx::AssertSqlSafe($params(
-                            clear_config_overrides_sql(size),
-                        )))
+                        static CLEAR: ChunkStatements = [const { std::sync::OnceLock::new() }; 7];
+                        let mut q = sqlx::query(chunk_statement(&CLEAR, size, || {
+                            $params(clear_config_overrides_sql(size))
+                        }))
                         .bind(false)
                         .bind(*tenant)
                         .bind(true);
@@ -562,6 +582,21 @@ mod tests {
                 .matches('?')
                 .count(),
             5
+        );
+    }
+
+    #[test]
+    fn chunk_statements_are_built_once_per_size() {
+        static CACHE: ChunkStatements = [const { std::sync::OnceLock::new() }; 7];
+        for size in [1, 2, 4, 8, 16, 32, 64] {
+            let first = chunk_statement(&CACHE, size, || append_log_sql(size));
+            assert_eq!(first, append_log_sql(size));
+            let again = chunk_statement(&CACHE, size, || unreachable!("built twice"));
+            assert!(std::ptr::eq(first, again));
+        }
+        assert_eq!(
+            chunk_statement(&CACHE, 3, || append_log_sql(3)),
+            append_log_sql(3)
         );
     }
 

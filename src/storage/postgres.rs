@@ -160,7 +160,7 @@ impl PostgresStore {
             .rows_affected();
         if taken > 0 {
             for statement in [
-                APPLY_RUN_REPORTS,
+                APPLY_RUN_REPORTS.as_str(),
                 DELETE_RUN_DEVICES_POLICIES,
                 INSERT_RUN_DEVICES_POLICIES,
             ] {
@@ -183,7 +183,7 @@ impl PostgresStore {
         let status = |f: fn(&crate::model::CheckinStatus) -> Option<&str>| -> Vec<Option<&str>> {
             batch.iter().map(|c| f(&c.status)).collect()
         };
-        sqlx::query(sqlx::AssertSqlSafe(append_log_unnest_sql()))
+        sqlx::query(APPEND_LOG_UNNEST.as_str())
             .bind(batch.iter().map(|c| c.tenant.as_str()).collect::<Vec<_>>())
             .bind(
                 batch

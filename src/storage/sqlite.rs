@@ -170,7 +170,10 @@ impl SqliteStore {
             .collect();
         let mut at = 0;
         for size in chunk_sizes(batch.len()) {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(anonymous_params(append_log_sql(size))));
+            static APPEND: ChunkStatements = [const { std::sync::OnceLock::new() }; 7];
+            let mut q = sqlx::query(chunk_statement(&APPEND, size, || {
+                anonymous_params(append_log_sql(size))
+            }));
             for (c, (device, applied)) in batch[at..at + size].iter().zip(&rows[at..at + size]) {
                 let s = &c.status;
                 q = q
@@ -210,11 +213,11 @@ impl SqliteStore {
             return Ok(0);
         }
         for statement in [
-            apply_log_reports_sql().as_str(),
+            APPLY_LOG_REPORTS.as_str(),
             DELETE_LOG_DEVICES_POLICIES,
             INSERT_LOG_DEVICES_POLICIES,
         ] {
-            sqlx::query(sqlx::AssertSqlSafe(statement))
+            sqlx::query(statement)
                 .bind(first)
                 .bind(last)
                 .execute(&mut *tx)
