@@ -6,7 +6,7 @@ pub mod dev;
 pub mod jwt;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use crate::error::{GraphError, GraphResult};
 use crate::model::TenantId;
@@ -102,7 +102,9 @@ pub struct VerifiedTokens {
 #[derive(Default)]
 struct CachedTokens {
     generation: u64,
-    tokens: HashMap<String, (Principal, i64)>,
+    /// foldhash (randomly seeded per process) rather than SipHash: the key is a whole token,
+    /// hashed on every request.
+    tokens: HashMap<String, (Arc<Principal>, i64), foldhash::fast::RandomState>,
 }
 
 const MAX_CACHED_TOKENS: usize = 10_000;
@@ -113,18 +115,19 @@ impl VerifiedTokens {
         token: &str,
         now: i64,
         verify: impl FnOnce(&str) -> GraphResult<(Principal, i64)>,
-    ) -> GraphResult<Principal> {
+    ) -> GraphResult<Arc<Principal>> {
         if let Some(principal) = self.get(token, now, 0) {
             return Ok(principal);
         }
         let (principal, exp) = verify(token)?;
+        let principal = Arc::new(principal);
         self.insert(token, &principal, exp, now, 0);
         Ok(principal)
     }
 
     /// A cached principal for `token`, if it verified under key generation `generation` and has
     /// not expired.
-    pub fn get(&self, token: &str, now: i64, generation: u64) -> Option<Principal> {
+    pub fn get(&self, token: &str, now: i64, generation: u64) -> Option<Arc<Principal>> {
         let map = self.map.read().ok()?;
         if map.generation != generation {
             return None;
@@ -136,7 +139,14 @@ impl VerifiedTokens {
     }
 
     /// Remembers a token verified under key generation `generation`, valid until `exp`.
-    pub fn insert(&self, token: &str, principal: &Principal, exp: i64, now: i64, generation: u64) {
+    pub fn insert(
+        &self,
+        token: &str,
+        principal: &Arc<Principal>,
+        exp: i64,
+        now: i64,
+        generation: u64,
+    ) {
         let Ok(mut map) = self.map.write() else {
             return;
         };
@@ -213,7 +223,7 @@ mod tests {
         assert!(cache.get_or_verify("u", 1, expired).is_err());
         assert!(cache.get_or_verify("u", 1, ok).is_ok());
         // A new key generation starts over; an entry from an older one is not kept.
-        let p = principal(TokenKind::Delegated, &[READ_ALL]);
+        let p = Arc::new(principal(TokenKind::Delegated, &[READ_ALL]));
         assert!(cache.get("u", 1, 0).is_some());
         assert!(cache.get("u", 1, 1).is_none());
         cache.insert("v", &p, 100, 1, 1);

@@ -73,8 +73,10 @@ async fn checkins_inner(state: &AppState, req: Request) -> GraphResult<Response>
             input,
         )
         .await?;
-    let body = serde_json::to_vec(&status).map_err(|e| GraphError::Internal(e.into()))?;
-    Ok(json_bytes_response(StatusCode::CREATED, body))
+    Ok(json_bytes_response(
+        StatusCode::CREATED,
+        status.to_json_bytes(),
+    ))
 }
 
 /// `GET /cirrus/v1/client/policy`: the calling user's effective policy, with an `ETag` (a hash

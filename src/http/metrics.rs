@@ -2,6 +2,8 @@
 //! counted per endpoint class (never per raw path, so ids cannot blow up the label space),
 //! method and status; other modules record their own counters with the `metrics` macros.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -119,12 +121,38 @@ pub async fn track(req: Request, next: Next) -> Response {
     let endpoint = endpoint(req.uri().path());
     let method = method_label(req.method());
     let res = next.run(req).await;
-    let status = status_label(res.status());
-    metrics::counter!("cirrus_http_requests_total", "endpoint" => endpoint, "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!("cirrus_http_request_duration_seconds", "endpoint" => endpoint)
-        .record(started.elapsed().as_secs_f64());
+    let status = res.status();
+    let elapsed = started.elapsed().as_secs_f64();
+    HANDLES.with_borrow_mut(|handles| {
+        handles
+            .requests
+            .entry((endpoint, method, status.as_u16()))
+            .or_insert_with(|| {
+                metrics::counter!("cirrus_http_requests_total", "endpoint" => endpoint, "method" => method, "status" => status_label(status))
+            })
+            .increment(1);
+        handles
+            .durations
+            .entry(endpoint)
+            .or_insert_with(|| {
+                metrics::histogram!("cirrus_http_request_duration_seconds", "endpoint" => endpoint)
+            })
+            .record(elapsed);
+    });
     res
+}
+
+/// The metric handles of each label set, per thread: looking a labelled metric up in the
+/// registry hashes its whole key, on every request otherwise. The label sets are a closed set
+/// (endpoint classes, methods, status codes), so the maps stay small.
+#[derive(Default)]
+struct Handles {
+    requests: HashMap<(&'static str, &'static str, u16), metrics::Counter>,
+    durations: HashMap<&'static str, metrics::Histogram>,
+}
+
+thread_local! {
+    static HANDLES: RefCell<Handles> = RefCell::new(Handles::default());
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ impl Authenticator {
         &self.verifier
     }
 
-    pub async fn authenticate(&self, headers: &http::HeaderMap) -> GraphResult<Principal> {
+    pub async fn authenticate(&self, headers: &http::HeaderMap) -> GraphResult<Arc<Principal>> {
         let token = bearer_token(headers.get(http::header::AUTHORIZATION))?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let generation = match &self.verifier {
@@ -70,6 +70,7 @@ impl Authenticator {
             TokenVerifier::Dev(key) => key.verify(token)?,
             TokenVerifier::Jwt(v) => v.verify(token).await?,
         };
+        let principal = Arc::new(principal);
         self.verified
             .insert(token, &principal, exp, now, generation);
         Ok(principal)

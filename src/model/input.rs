@@ -894,9 +894,15 @@ pub fn client_checkin(v: &Value) -> GraphResult<ClientCheckinInput> {
                     )));
                 }
                 for (i, item) in items.iter().enumerate() {
-                    let path = format!("{p}[{i}]");
-                    let id = string_required(item, &path)?;
+                    // The item's path is only formatted for an error message.
+                    let id = match item.as_str() {
+                        Some(id) => std::borrow::Cow::Borrowed(id),
+                        None => {
+                            std::borrow::Cow::Owned(string_required(item, &format!("{p}[{i}]"))?)
+                        }
+                    };
                     let Some(id) = parse_guid(&id) else {
+                        let path = format!("{p}[{i}]");
                         return Err(bad(format!(
                             "The property '{path}' must be the id (a GUID) of an officeClientConfiguration; got '{id}'."
                         )));
