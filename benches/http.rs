@@ -2417,7 +2417,7 @@ async fn checkins_run(cfg: &Config, pg: Option<&PgSchema>) {
     );
     match pg {
         Some(schema) => println!(
-            "PostgreSQL {} at {}, schema {}; cirrus's check-in writers: 4 (its PostgreSQL \
+            "PostgreSQL {} at {}, schema {}; cirrus's check-in writers: 2 (its PostgreSQL \
              default); single-row commits: a fresh table in the same schema, one connection",
             schema.server_version().await.unwrap_or_else(|| "?".into()),
             redact(&schema.admin_url),

@@ -146,10 +146,26 @@ pub const INSERT_RUN_DEVICES_POLICIES: &str = "INSERT INTO client_checkin_polici
      CROSS JOIN LATERAL jsonb_array_elements_text(c.applied_policies::jsonb) AS j(id) WHERE j.id IS NOT NULL \
      ON CONFLICT DO NOTHING";
 
-/// PostgreSQL: [`append_log_sql`] with one array per column.
-pub static APPEND_LOG_UNNEST: LazyLock<String> = LazyLock::new(|| {
+/// PostgreSQL: a whole check-in batch in one statement (run as its own transaction): the
+/// reports appended to the log from one array per column (`$1`–`$12`), the overrides of the
+/// batch's tenants (`$13`) and of the configurations its reports applied (`$14` tenants and
+/// `$15` ids, pairwise) ended, and one notification per tenant on channel `$16` (payloads
+/// `$17`). Returns the tenants where an override ended, and the rows appended and
+/// notifications sent (selected so the planner cannot drop the `SELECT` that notifies).
+pub static APPEND_LOG_BATCH: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO client_checkin_log ({CHECKIN_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::int8[], $10::text[], $11::text[], $12::text[])"
+        "WITH appended AS (\
+             INSERT INTO client_checkin_log ({CHECKIN_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::int8[], $10::text[], $11::text[], $12::text[]) RETURNING 1), \
+         office AS (\
+             UPDATE office_configurations SET checkin_override = FALSE \
+             WHERE tenant_id = ANY($13::text[]) AND checkin_override RETURNING tenant_id), \
+         configurations AS (\
+             UPDATE client_configurations c SET checkin_override = FALSE \
+             FROM UNNEST($14::text[], $15::text[]) AS s(tenant_id, id) \
+             WHERE c.tenant_id = s.tenant_id AND c.id = s.id AND c.checkin_override RETURNING c.tenant_id), \
+         notified AS (SELECT pg_notify($16, p) FROM UNNEST($17::text[]) AS p) \
+         SELECT ARRAY(SELECT tenant_id FROM office UNION SELECT tenant_id FROM configurations), \
+             (SELECT count(*) FROM appended), (SELECT count(*) FROM notified)"
     )
 });
 
@@ -293,9 +309,10 @@ pub fn since_micros(t: OffsetDateTime) -> i64 {
 }
 
 /// Adds the check-in methods to an engine's store (`$store` must have a `writer` and a
-/// `reader` pool and an inherent `async fn begin_checkins(&self) ->
-/// Result<Transaction<'static, $db>, sqlx::Error>` and `async fn checkins_before_commit(tx,
-/// tenants)`). The `Store` impl in [`super::sql`] calls these.
+/// `reader` pool, a `changes` feed and inherent methods `append_log(batch, scopes)` (one
+/// durable append of a batch, ending the overrides in `scopes`: tenant → configuration ids;
+/// returns the tenants where it ended one) and `materialize_log(upto, limit)`). The `Store`
+/// impl in [`super::sql`] calls these.
 macro_rules! checkin_engine {
     ($store:ident, $db:ty, $row:ty, $params:path) => {
         fn status_from_row(
@@ -330,19 +347,17 @@ macro_rules! checkin_engine {
 
         impl $store {
             /// Appends a batch of reports to the check-in log in one transaction (they are
-            /// acknowledged once it commits) and ends the Graph overrides in their scopes.
+            /// acknowledged once it commits) and ends the Graph overrides in their scopes;
+            /// returns the tenants whose singleton or configurations that changed. Each
+            /// engine's `append_log` writes the batch its own way.
             async fn checkins_record(
                 &self,
                 batch: &[$crate::model::Checkin],
             ) -> $crate::storage::StorageResult<Vec<$crate::model::TenantId>> {
                 use std::collections::{BTreeMap, BTreeSet};
-                use $crate::storage::checkins::*;
                 use $crate::storage::sql::map_err;
-                let mut tx = self.begin_checkins().await.map_err(map_err)?;
-                $store::write_log(&mut tx, batch).await.map_err(map_err)?;
-
-                // A check-in ends a Graph PATCH's override in its scope (DESIGN §3). These
-                // updates match no row (and write nothing) unless an override is set.
+                // A check-in ends a Graph PATCH's override in its scope (DESIGN §3): the
+                // tenant's, and each configuration's it applied.
                 let mut scopes: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
                 for c in batch {
                     let ids = scopes.entry(c.tenant.as_str()).or_default();
@@ -354,55 +369,18 @@ macro_rules! checkin_engine {
                             .map(String::as_str),
                     );
                 }
-                let mut cleared: BTreeSet<&str> = BTreeSet::new();
-                for (tenant, ids) in &scopes {
-                    let done = sqlx::query(CLEAR_OFFICE_OVERRIDE)
-                        .bind(false)
-                        .bind(*tenant)
-                        .bind(true)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(map_err)?;
-                    if done.rows_affected() > 0 {
-                        cleared.insert(*tenant);
-                    }
-                    let ids: Vec<&str> = ids.iter().copied().collect();
-                    let mut at = 0;
-                    for size in chunk_sizes(ids.len()) {
-                        static CLEAR: ChunkStatements = [const { std::sync::OnceLock::new() }; 7];
-                        let mut q = sqlx::query(chunk_statement(&CLEAR, size, || {
-                            $params(clear_config_overrides_sql(size))
-                        }))
-                        .bind(false)
-                        .bind(*tenant)
-                        .bind(true);
-                        for id in &ids[at..at + size] {
-                            q = q.bind(*id);
-                        }
-                        let done = q.execute(&mut *tx).await.map_err(map_err)?;
-                        if done.rows_affected() > 0 {
-                            cleared.insert(*tenant);
-                        }
-                        at += size;
-                    }
-                }
-                let tenants: Vec<&str> = scopes.keys().copied().collect();
-                $store::checkins_before_commit(&mut tx, &tenants)
-                    .await
-                    .map_err(map_err)?;
-                let committed = tx.commit().await.map_err(map_err);
-                // Even on a commit error (it may have gone through): a needless bump is cheap.
-                for tenant in tenants
-                    .iter()
+                let appended = self.append_log(batch, &scopes).await.map_err(map_err);
+                // Even on an error (a commit may have gone through): a needless bump is cheap.
+                for tenant in scopes
+                    .keys()
                     .filter_map(|t| $crate::model::TenantId::parse(t))
                 {
                     self.changes
                         .bump(&tenant, $crate::storage::changes::Topic::Checkins);
                 }
-                committed?;
-                Ok(cleared
-                    .into_iter()
-                    .filter_map($crate::model::TenantId::parse)
+                Ok(appended?
+                    .iter()
+                    .filter_map(|t| $crate::model::TenantId::parse(t))
                     .collect())
             }
 

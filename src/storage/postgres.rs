@@ -101,22 +101,6 @@ impl PostgresStore {
         self.writer.begin().await
     }
 
-    /// Other instances' cached check-in views go stale with this batch: one notification per
-    /// tenant per batch (not per report; notifying transactions commit one at a time).
-    async fn checkins_before_commit(
-        tx: &mut Transaction<'static, Postgres>,
-        tenants: &[&str],
-    ) -> Result<(), sqlx::Error> {
-        for tenant in tenants.iter().filter_map(|t| TenantId::parse(t)) {
-            sqlx::query(NOTIFY)
-                .bind(changes::CHANNEL)
-                .bind(changes::notify_payload(&tenant, Topic::Checkins))
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
-    }
-
     async fn before_commit(
         tx: &mut Transaction<'static, Postgres>,
         tenant: &TenantId,
@@ -174,16 +158,21 @@ impl PostgresStore {
         Ok(usize::try_from(taken).unwrap_or(usize::MAX))
     }
 
-    async fn write_log(
-        tx: &mut Transaction<'static, Postgres>,
+    /// Appends a batch to the log, ends the overrides in its scopes and notifies the other
+    /// instances (their cached views go stale; one notification per tenant per batch), all
+    /// in one statement run as its own transaction: a single round trip per batch, where a
+    /// transaction of separate statements took six.
+    async fn append_log(
+        &self,
         batch: &[crate::model::Checkin],
-    ) -> Result<(), sqlx::Error> {
+        scopes: &std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>>,
+    ) -> Result<Vec<String>, sqlx::Error> {
         use super::checkins::*;
         use super::sql::micros;
         let status = |f: fn(&crate::model::CheckinStatus) -> Option<&str>| -> Vec<Option<&str>> {
             batch.iter().map(|c| f(&c.status)).collect()
         };
-        sqlx::query(APPEND_LOG_UNNEST.as_str())
+        sqlx::query_as::<_, (Vec<String>, i64, i64)>(APPEND_LOG_BATCH.as_str())
             .bind(batch.iter().map(|c| c.tenant.as_str()).collect::<Vec<_>>())
             .bind(
                 batch
@@ -216,9 +205,30 @@ impl PostgresStore {
                     .collect::<Vec<_>>(),
             )
             .bind(status(|s| s.last_task_name.as_deref()))
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+            .bind(scopes.keys().copied().collect::<Vec<_>>())
+            .bind(
+                scopes
+                    .iter()
+                    .flat_map(|(t, ids)| ids.iter().map(move |_| *t))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                scopes
+                    .values()
+                    .flat_map(|ids| ids.iter().copied())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(changes::CHANNEL)
+            .bind(
+                scopes
+                    .keys()
+                    .filter_map(|t| TenantId::parse(t))
+                    .map(|t| changes::notify_payload(&t, Topic::Checkins))
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_one(&self.writer)
+            .await
+            .map(|(cleared, _, _)| cleared)
     }
 }
 

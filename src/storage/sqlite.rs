@@ -117,13 +117,6 @@ impl SqliteStore {
         self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 
-    async fn checkins_before_commit(
-        _tx: &mut Transaction<'static, Sqlite>,
-        _tenants: &[&str],
-    ) -> Result<(), sqlx::Error> {
-        Ok(())
-    }
-
     async fn before_commit(
         _tx: &mut Transaction<'static, Sqlite>,
         _tenant: &TenantId,
@@ -158,6 +151,50 @@ async fn checkpoint_in_background(mut conn: sqlx::SqliteConnection, store: Weak<
 /// The check-in log on SQLite: appended with multi-row statements, applied inside the
 /// database (no row crosses into the process).
 impl SqliteStore {
+    /// Appends a batch to the log and ends the overrides in its scopes, in one transaction.
+    async fn append_log(
+        &self,
+        batch: &[crate::model::Checkin],
+        scopes: &std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>>,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        use super::checkins::*;
+        let mut tx = self.begin_checkins().await?;
+        Self::write_log(&mut tx, batch).await?;
+        // These updates match no row (and write nothing) unless an override is set.
+        let mut cleared = Vec::new();
+        for (tenant, ids) in scopes {
+            let mut changed = sqlx::query(CLEAR_OFFICE_OVERRIDE)
+                .bind(false)
+                .bind(*tenant)
+                .bind(true)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
+            let ids: Vec<&str> = ids.iter().copied().collect();
+            let mut at = 0;
+            for size in chunk_sizes(ids.len()) {
+                static CLEAR: ChunkStatements = [const { std::sync::OnceLock::new() }; 7];
+                let mut q = sqlx::query(chunk_statement(&CLEAR, size, || {
+                    anonymous_params(clear_config_overrides_sql(size))
+                }))
+                .bind(false)
+                .bind(*tenant)
+                .bind(true);
+                for id in &ids[at..at + size] {
+                    q = q.bind(*id);
+                }
+                changed |= q.execute(&mut *tx).await?.rows_affected() > 0;
+                at += size;
+            }
+            if changed {
+                cleared.push((*tenant).to_string());
+            }
+        }
+        tx.commit().await?;
+        Ok(cleared)
+    }
+
     async fn write_log(
         tx: &mut Transaction<'static, Sqlite>,
         batch: &[crate::model::Checkin],
