@@ -169,12 +169,17 @@ pub static APPEND_LOG_BATCH: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Ends a Graph PATCH's override of the tenant's check-in views: `$1` false, `$2` tenant,
-/// `$3` true.
+/// The scopes of a check-in batch, whose Graph-PATCH overrides it ends: each tenant, with the
+/// ids of the configurations its reports applied.
+pub type CheckinScopes<'a> =
+    std::collections::BTreeMap<&'a str, std::collections::BTreeSet<&'a str>>;
+
+/// SQLite: ends a Graph PATCH's override of the tenant's check-in views: `$1` false, `$2`
+/// tenant, `$3` true. (PostgreSQL does this inside [`APPEND_LOG_BATCH`].)
 pub const CLEAR_OFFICE_OVERRIDE: &str = "UPDATE office_configurations SET checkin_override = $1 WHERE tenant_id = $2 AND checkin_override = $3";
 
-/// The same for `ids` configurations of one tenant: `$1` false, `$2` tenant, `$3` true, then
-/// the ids.
+/// SQLite: the same for `ids` configurations of one tenant: `$1` false, `$2` tenant, `$3`
+/// true, then the ids.
 pub fn clear_config_overrides_sql(ids: usize) -> String {
     let list: Vec<String> = (0..ids).map(|i| format!("${}", i + 4)).collect();
     format!(
@@ -264,11 +269,6 @@ pub fn status_from_columns(c: StatusColumns) -> Result<CheckinStatus, StorageErr
     })
 }
 
-/// The statement as PostgreSQL takes it: `$N` parameters.
-pub fn numbered_params(sql: String) -> String {
-    sql
-}
-
 /// The statement with each `$N` turned into an anonymous `?`, for SQLite: binding looks up
 /// every parameter's name, and SQLite finds a named parameter by a linear search, so binding a
 /// statement of n numbered parameters costs O(n²) (a 768-parameter batch statement spent most
@@ -314,7 +314,7 @@ pub fn since_micros(t: OffsetDateTime) -> i64 {
 /// returns the tenants where it ended one) and `materialize_log(upto, limit)`). The `Store`
 /// impl in [`super::sql`] calls these.
 macro_rules! checkin_engine {
-    ($store:ident, $db:ty, $row:ty, $params:path) => {
+    ($store:ident, $db:ty, $row:ty) => {
         fn status_from_row(
             row: &$row,
             offset: usize,
@@ -354,11 +354,11 @@ macro_rules! checkin_engine {
                 &self,
                 batch: &[$crate::model::Checkin],
             ) -> $crate::storage::StorageResult<Vec<$crate::model::TenantId>> {
-                use std::collections::{BTreeMap, BTreeSet};
+                use std::collections::BTreeMap;
                 use $crate::storage::sql::map_err;
                 // A check-in ends a Graph PATCH's override in its scope (DESIGN §3): the
                 // tenant's, and each configuration's it applied.
-                let mut scopes: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+                let mut scopes: $crate::storage::checkins::CheckinScopes = BTreeMap::new();
                 for c in batch {
                     let ids = scopes.entry(c.tenant.as_str()).or_default();
                     ids.extend(

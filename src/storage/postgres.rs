@@ -165,7 +165,7 @@ impl PostgresStore {
     async fn append_log(
         &self,
         batch: &[crate::model::Checkin],
-        scopes: &std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>>,
+        scopes: &super::checkins::CheckinScopes<'_>,
     ) -> Result<Vec<String>, sqlx::Error> {
         use super::checkins::*;
         use super::sql::micros;
@@ -232,9 +232,4 @@ impl PostgresStore {
     }
 }
 
-super::checkins::checkin_engine!(
-    PostgresStore,
-    Postgres,
-    PgRow,
-    super::checkins::numbered_params
-);
+super::checkins::checkin_engine!(PostgresStore, Postgres, PgRow);

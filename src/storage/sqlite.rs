@@ -155,7 +155,7 @@ impl SqliteStore {
     async fn append_log(
         &self,
         batch: &[crate::model::Checkin],
-        scopes: &std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>>,
+        scopes: &super::checkins::CheckinScopes<'_>,
     ) -> Result<Vec<String>, sqlx::Error> {
         use super::checkins::*;
         let mut tx = self.begin_checkins().await?;
@@ -273,9 +273,4 @@ impl SqliteStore {
     }
 }
 
-super::checkins::checkin_engine!(
-    SqliteStore,
-    Sqlite,
-    SqliteRow,
-    super::checkins::anonymous_params
-);
+super::checkins::checkin_engine!(SqliteStore, Sqlite, SqliteRow);
