@@ -64,11 +64,15 @@ pub fn string_opt(v: &Value, path: &str) -> GraphResult<Option<String>> {
 fn string_required(v: &Value, path: &str) -> GraphResult<String> {
     match v {
         Value::String(s) => Ok(s.clone()),
-        other => Err(bad(format!(
-            "The property '{path}' must be a string (Edm.String, not nullable); got {}.",
-            describe(other)
-        ))),
+        other => Err(not_a_string(path, other)),
     }
+}
+
+fn not_a_string(path: &str, v: &Value) -> GraphError {
+    bad(format!(
+        "The property '{path}' must be a string (Edm.String, not nullable); got {}.",
+        describe(v)
+    ))
 }
 
 pub fn int32(v: &Value, path: &str) -> GraphResult<i32> {
@@ -895,13 +899,10 @@ pub fn client_checkin(v: &Value) -> GraphResult<ClientCheckinInput> {
                 }
                 for (i, item) in items.iter().enumerate() {
                     // The item's path is only formatted for an error message.
-                    let id = match item.as_str() {
-                        Some(id) => std::borrow::Cow::Borrowed(id),
-                        None => {
-                            std::borrow::Cow::Owned(string_required(item, &format!("{p}[{i}]"))?)
-                        }
+                    let Some(id) = item.as_str() else {
+                        return Err(not_a_string(&format!("{p}[{i}]"), item));
                     };
-                    let Some(id) = parse_guid(&id) else {
+                    let Some(id) = parse_guid(id) else {
                         let path = format!("{p}[{i}]");
                         return Err(bad(format!(
                             "The property '{path}' must be the id (a GUID) of an officeClientConfiguration; got '{id}'."
