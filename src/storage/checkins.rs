@@ -311,7 +311,8 @@ pub fn since_micros(t: OffsetDateTime) -> i64 {
 /// Adds the check-in methods to an engine's store (`$store` must have a `writer` and a
 /// `reader` pool, a `changes` feed and inherent methods `append_log(batch, scopes)` (one
 /// durable append of a batch, ending the overrides in `scopes`: tenant → configuration ids;
-/// returns the tenants where it ended one) and `materialize_log(upto, limit)`). The `Store`
+/// returns the tenants where it ended one), `checkins_drain()` (applies every report logged
+/// before the call) and `checkins_materialize(limit)` (the materializer's pass)). The `Store`
 /// impl in [`super::sql`] calls these.
 macro_rules! checkin_engine {
     ($store:ident, $db:ty, $row:ty) => {
@@ -382,39 +383,6 @@ macro_rules! checkin_engine {
                     .iter()
                     .filter_map(|t| $crate::model::TenantId::parse(t))
                     .collect())
-            }
-
-            /// Applies every report logged before this call, so a view read next includes
-            /// all acknowledged check-ins. Cheap when nothing is pending.
-            async fn checkins_drain(&self) -> $crate::storage::StorageResult<()> {
-                use $crate::storage::checkins::DRAIN_BATCH;
-                let head = self.checkins_log_head().await?;
-                if head == 0 {
-                    return Ok(());
-                }
-                while self.materialize_log(head, DRAIN_BATCH).await? == DRAIN_BATCH {}
-                Ok(())
-            }
-
-            /// Applies up to `limit` of the oldest logged reports (the materializer's pass).
-            async fn checkins_materialize(
-                &self,
-                limit: usize,
-            ) -> $crate::storage::StorageResult<usize> {
-                let head = self.checkins_log_head().await?;
-                if head == 0 {
-                    return Ok(0);
-                }
-                self.materialize_log(head, limit).await
-            }
-
-            /// The log's last sequence number (0 when empty): a cheap read, as the
-            /// materializer also polls an idle log.
-            async fn checkins_log_head(&self) -> $crate::storage::StorageResult<i64> {
-                sqlx::query_scalar($crate::storage::checkins::LOG_HEAD)
-                    .fetch_one(&self.reader)
-                    .await
-                    .map_err($crate::storage::sql::map_err)
             }
 
             async fn checkins_tenant_view(

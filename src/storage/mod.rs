@@ -12,6 +12,7 @@ pub mod postgres;
 pub mod query;
 pub mod sql;
 pub mod sqlite;
+pub mod sqlite_log;
 
 use async_trait::async_trait;
 use uuid::Uuid;

@@ -31,6 +31,8 @@ pub struct PostgresStore {
     writer: PgPool,
     /// Bumped after this process's own commits (its listener hears them too, but later).
     changes: Arc<ChangeFeed>,
+    /// Unused on PostgreSQL (the Graph transactions' hook is shared with SQLite).
+    overrides: Arc<super::sqlite_log::OverriddenTenants>,
 }
 
 /// How long a request waits for a connection before answering 503: short, so an outage
@@ -68,6 +70,7 @@ impl PostgresStore {
             reader: pool.clone(),
             writer: pool,
             changes: ChangeFeed::local(),
+            overrides: Default::default(),
         })
     }
 
@@ -104,6 +107,7 @@ impl PostgresStore {
     async fn before_commit(
         tx: &mut Transaction<'static, Postgres>,
         tenant: &TenantId,
+        _overrides: &super::sqlite_log::OverriddenTenants,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(NOTIFY)
             .bind(changes::CHANNEL)
@@ -125,6 +129,36 @@ sql_engine!(
 /// The check-in log on PostgreSQL: appended with one statement of one array per column,
 /// applied inside the database.
 impl PostgresStore {
+    /// Applies every report logged before this call, so a view read next includes
+    /// all acknowledged check-ins. Cheap when nothing is pending.
+    async fn checkins_drain(&self) -> crate::storage::StorageResult<()> {
+        use crate::storage::checkins::DRAIN_BATCH;
+        let head = self.checkins_log_head().await?;
+        if head == 0 {
+            return Ok(());
+        }
+        while self.materialize_log(head, DRAIN_BATCH).await? == DRAIN_BATCH {}
+        Ok(())
+    }
+
+    /// Applies up to `limit` of the oldest logged reports (the materializer's pass).
+    async fn checkins_materialize(&self, limit: usize) -> crate::storage::StorageResult<usize> {
+        let head = self.checkins_log_head().await?;
+        if head == 0 {
+            return Ok(0);
+        }
+        self.materialize_log(head, limit).await
+    }
+
+    /// The log's last sequence number (0 when empty): a cheap read, as the
+    /// materializer also polls an idle log.
+    async fn checkins_log_head(&self) -> crate::storage::StorageResult<i64> {
+        sqlx::query_scalar(crate::storage::checkins::LOG_HEAD)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(crate::storage::sql::map_err)
+    }
+
     /// Applies the oldest log rows up to sequence `upto` (at most `limit`) to the keyed tables
     /// and removes them from the log, in one transaction, inside the database; returns how
     /// many it applied.

@@ -394,6 +394,7 @@ macro_rules! sql_engine {
                     tx,
                     tenant: tenant.clone(),
                     changes: self.changes.clone(),
+                    overrides: self.overrides.clone(),
                 }))
             }
 
@@ -448,6 +449,9 @@ macro_rules! sql_engine {
             tenant: $crate::model::TenantId,
             /// Bumped after the commit, so this process's caches see its own write at once.
             changes: std::sync::Arc<$crate::storage::changes::ChangeFeed>,
+            /// Told (before the commit) when the tenant is left with an override of its
+            /// check-in views (SQLite routes check-ins by it; PostgreSQL ignores it).
+            overrides: std::sync::Arc<$crate::storage::sqlite_log::OverriddenTenants>,
         }
 
         impl $tx {
@@ -727,7 +731,7 @@ macro_rules! sql_engine {
             async fn commit(self: Box<Self>) -> $crate::storage::StorageResult<()> {
                 use $crate::storage::sql::*;
                 let mut this = *self;
-                $store::before_commit(&mut this.tx, &this.tenant)
+                $store::before_commit(&mut this.tx, &this.tenant, &this.overrides)
                     .await
                     .map_err(map_err)?;
                 let result = this.tx.commit().await.map_err(map_err);

@@ -18,6 +18,9 @@ use uuid::Uuid;
 use super::StorageResult;
 use super::changes::ChangeFeed;
 use super::sql::{INSERT_OFFICE, map_err, sql_engine};
+use super::sqlite_log::{
+    OverriddenTenants, ShardedLog, TENANT_HAS_OVERRIDE, TENANTS_WITH_OVERRIDES,
+};
 use crate::model::TenantId;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -29,12 +32,16 @@ pub struct SqliteStore {
     changes: Arc<ChangeFeed>,
     /// The background checkpointer runs while this lives.
     _checkpointer: Arc<()>,
+    /// Where check-ins are logged (files of their own) and applied from.
+    log: ShardedLog,
+    /// Tenants whose check-ins must be logged here, ending an override.
+    overrides: Arc<OverriddenTenants>,
 }
 
 /// The writer's page cache, in KiB (SQLite's default is 2 MiB): applying the check-in log
 /// descends the keyed tables at many places, and with the default cache every descent re-read
 /// its pages from the operating system.
-const WRITER_CACHE_KIB: &str = "-65536";
+pub(crate) const WRITER_CACHE_KIB: &str = "-65536";
 /// How often the background task checkpoints the write-ahead log into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// WAL pages after which the writer checkpoints itself after all (SQLite's default is 1,000):
@@ -71,6 +78,14 @@ impl SqliteStore {
                 .await
                 .context("applying SQLite migrations")?;
         }
+        let log = ShardedLog::open(path, &opts).await?;
+        let overrides = Arc::new(OverriddenTenants::default());
+        for tenant in sqlx::query_scalar::<_, String>(TENANTS_WITH_OVERRIDES)
+            .fetch_all(&writer)
+            .await?
+        {
+            overrides.mark(&tenant);
+        }
         let checkpointer = sqlx::SqliteConnection::connect_with(&opts).await?;
         let alive = Arc::new(());
         tokio::spawn(checkpoint_in_background(
@@ -87,6 +102,8 @@ impl SqliteStore {
             writer,
             changes: ChangeFeed::local(),
             _checkpointer: alive,
+            log,
+            overrides,
         })
     }
 
@@ -117,10 +134,20 @@ impl SqliteStore {
         self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 
+    /// Marks the tenant while this transaction holds SQLite's write lock if it leaves an
+    /// override of the check-in views set, so check-ins from now on end it.
     async fn before_commit(
-        _tx: &mut Transaction<'static, Sqlite>,
-        _tenant: &TenantId,
+        tx: &mut Transaction<'static, Sqlite>,
+        tenant: &TenantId,
+        overrides: &OverriddenTenants,
     ) -> Result<(), sqlx::Error> {
+        if sqlx::query_scalar(TENANT_HAS_OVERRIDE)
+            .bind(tenant.as_str())
+            .fetch_one(&mut **tx)
+            .await?
+        {
+            overrides.mark(tenant.as_str());
+        }
         Ok(())
     }
 }
@@ -151,14 +178,32 @@ async fn checkpoint_in_background(mut conn: sqlx::SqliteConnection, store: Weak<
 /// The check-in log on SQLite: appended with multi-row statements, applied inside the
 /// database (no row crosses into the process).
 impl SqliteStore {
-    /// Appends a batch to the log and ends the overrides in its scopes, in one transaction.
+    /// Appends a batch to the log durably. Unless a tenant of the batch has an override of its
+    /// check-in views set, to a log shard (nothing else to do); otherwise to this database's
+    /// log, in the transaction that ends the overrides in the batch's scopes.
     async fn append_log(
+        &self,
+        batch: &[crate::model::Checkin],
+        scopes: &super::checkins::CheckinScopes<'_>,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        if !self.overrides.any(scopes.keys().copied()) {
+            self.log
+                .append(async |conn| Self::write_log(conn, batch).await)
+                .await?;
+            return Ok(Vec::new());
+        }
+        self.append_log_ending_overrides(batch, scopes).await
+    }
+
+    async fn append_log_ending_overrides(
         &self,
         batch: &[crate::model::Checkin],
         scopes: &super::checkins::CheckinScopes<'_>,
     ) -> Result<Vec<String>, sqlx::Error> {
         use super::checkins::*;
         let mut tx = self.begin_checkins().await?;
+        // Under the write lock: a Graph transaction marking a tenant again comes after.
+        let generations = self.overrides.generations(scopes.keys().copied());
         Self::write_log(&mut tx, batch).await?;
         // These updates match no row (and write nothing) unless an override is set.
         let mut cleared = Vec::new();
@@ -191,14 +236,29 @@ impl SqliteStore {
                 cleared.push((*tenant).to_string());
             }
         }
+        let mut none_left = Vec::new();
+        for (tenant, generation) in generations {
+            let left: bool = sqlx::query_scalar(TENANT_HAS_OVERRIDE)
+                .bind(&tenant)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !left {
+                none_left.push((tenant, generation));
+            }
+        }
         tx.commit().await?;
+        for (tenant, generation) in none_left {
+            self.overrides.unmark(&tenant, generation);
+        }
         Ok(cleared)
     }
 
+    /// Appends the batch's rows to the log table of `conn`'s database; returns the last
+    /// sequence number.
     async fn write_log(
-        tx: &mut Transaction<'static, Sqlite>,
+        conn: &mut sqlx::SqliteConnection,
         batch: &[crate::model::Checkin],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<i64, sqlx::Error> {
         use super::checkins::*;
         use super::sql::micros;
         let rows: Vec<(String, String)> = batch
@@ -206,6 +266,7 @@ impl SqliteStore {
             .map(|c| (c.device_key(), applied_json(&c.status.applied_policies)))
             .collect();
         let mut at = 0;
+        let mut last = 0;
         for size in chunk_sizes(batch.len()) {
             static APPEND: ChunkStatements = [const { std::sync::OnceLock::new() }; 7];
             let mut q = sqlx::query(chunk_statement(&APPEND, size, || {
@@ -227,10 +288,47 @@ impl SqliteStore {
                     .bind(applied.as_str())
                     .bind(s.last_task_name.as_deref());
             }
-            q.execute(&mut **tx).await?;
+            last = q.execute(&mut *conn).await?.last_insert_rowid();
             at += size;
         }
-        Ok(())
+        Ok(last)
+    }
+
+    /// Applies every report logged before this call (in this database and in the shards), so
+    /// a view read next includes all acknowledged check-ins. Cheap when nothing is pending.
+    async fn checkins_drain(&self) -> StorageResult<()> {
+        use super::checkins::{DRAIN_BATCH, LOG_HEAD};
+        let head: i64 = sqlx::query_scalar(LOG_HEAD)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(map_err)?;
+        if head > 0 {
+            while self.materialize_log(head, DRAIN_BATCH).await? == DRAIN_BATCH {}
+        }
+        self.log.drain(DRAIN_BATCH).await
+    }
+
+    /// Applies up to `limit` logged reports (the materializer's pass): this database's log
+    /// first, then the shards.
+    async fn checkins_materialize(&self, limit: usize) -> StorageResult<usize> {
+        use super::checkins::LOG_HEAD;
+        let head: i64 = sqlx::query_scalar(LOG_HEAD)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(map_err)?;
+        let mut done = 0;
+        if head > 0 {
+            done = self.materialize_log(head, limit).await?;
+        }
+        if done < limit {
+            done += self.log.apply(limit - done).await?;
+        }
+        Ok(done)
+    }
+
+    /// Reports in the log shards not applied yet (for the benchmark's report).
+    pub fn checkin_shards_pending(&self) -> i64 {
+        self.log.pending()
     }
 
     /// Applies the oldest log rows up to sequence `upto` (at most `limit`) to the keyed tables
