@@ -106,12 +106,14 @@ pub static APPLY_LOG_REPORTS: LazyLock<String> = LazyLock::new(|| {
 /// SQLite: the applied-policy rows of every device in the run go …
 pub const DELETE_LOG_DEVICES_POLICIES: &str = "DELETE FROM client_checkin_policies WHERE (tenant_id, user_id, device_key) IN (SELECT tenant_id, user_id, device_key FROM client_checkin_log WHERE seq BETWEEN $1 AND $2)";
 
-/// … and come back from each device's stored report (which may be newer than the run's).
+/// … and come back from each device's stored report (which may be newer than the run's). A
+/// device logged twice in the run yields its rows twice, and the second time they conflict and
+/// are skipped: cheaper than a `DISTINCT` (a temporary B-tree, measured at 1.8 µs a report).
 pub const INSERT_LOG_DEVICES_POLICIES: &str = "INSERT INTO client_checkin_policies (tenant_id, configuration_id, user_id, device_key, was_successful, checkin_date_time) \
      SELECT c.tenant_id, j.value, c.user_id, c.device_key, c.was_successful, c.checkin_date_time \
-     FROM (SELECT DISTINCT tenant_id, user_id, device_key FROM client_checkin_log WHERE seq BETWEEN $1 AND $2) k \
+     FROM client_checkin_log k \
      JOIN client_checkins c ON c.tenant_id = k.tenant_id AND c.user_id = k.user_id AND c.device_key = k.device_key, \
-     json_each(c.applied_policies) j WHERE j.type = 'text' \
+     json_each(c.applied_policies) j WHERE k.seq BETWEEN $1 AND $2 AND j.type = 'text' \
      ON CONFLICT DO NOTHING";
 
 /// SQLite: the run leaves the log.
@@ -125,6 +127,12 @@ pub const DELETE_LOG_RUN: &str = "DELETE FROM client_checkin_log WHERE seq BETWE
 pub const CREATE_CHECKIN_RUN: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS checkin_run (LIKE client_checkin_log) ON COMMIT DELETE ROWS";
 
 /// PostgreSQL: takes the oldest log rows up to `$1`, at most `$2`, into the run.
+///
+/// `FOR UPDATE` is needed although it writes each row twice: without it, while another run
+/// holds the oldest rows, the `LIMIT` still picks those, the `DELETE` waits and then finds them
+/// gone, and a view read's drain takes the empty result for "nothing left" while later rows are
+/// still logged (the benchmark caught that: 7,289 acknowledged reports missing from a read).
+/// Locked rows that vanish drop out of a `FOR UPDATE` subquery and the `LIMIT` reads on.
 pub const TAKE_LOG_INTO_RUN: &str = "WITH taken AS (DELETE FROM client_checkin_log WHERE seq IN (SELECT seq FROM client_checkin_log WHERE seq <= $1 ORDER BY seq LIMIT $2 FOR UPDATE) RETURNING *) INSERT INTO checkin_run SELECT * FROM taken";
 
 /// PostgreSQL: the run's latest report per device (an upsert may touch a row once), in key
