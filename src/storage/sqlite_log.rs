@@ -432,6 +432,35 @@ mod tests {
         assert_eq!(store.checkin_shards_pending(), 0);
     }
 
+    /// Migration 0006 (client_checkins in key order) keeps every stored report.
+    #[tokio::test]
+    async fn upgrading_to_keyed_checkins_keeps_the_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("cirrus.sqlite3");
+        let opts = SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        crate::storage::sqlite::MIGRATOR.run_to(5, &pool).await.unwrap();
+        for d in 0..3 {
+            sqlx::query("INSERT INTO client_checkins (tenant_id, user_id, device_key, device_name, was_successful, checkin_date_time, applied_policies) VALUES ('contoso', '00000000-0000-4000-8000-000000000001', $1, $2, 1, $3, '[]')")
+                .bind(format!("pc-{d}"))
+                .bind(format!("PC-{d}"))
+                .bind(crate::storage::sql::micros(OffsetDateTime::now_utc()))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+        let store = SqliteStore::open(&db, true).await.unwrap();
+        assert_eq!(devices(&store).await, ["PC-0", "PC-1", "PC-2"]);
+        store
+            .record_checkins(&[checkin("pc-1", OffsetDateTime::now_utc())])
+            .await
+            .unwrap();
+        assert_eq!(devices(&store).await, ["PC-0", "PC-2", "pc-1"]);
+    }
+
     /// A shard file replaced by an older or new one (its sequence behind the applied mark)
     /// has everything in it applied, not skipped.
     #[tokio::test]
