@@ -107,7 +107,7 @@ impl PostgresStore {
     async fn before_commit(
         tx: &mut Transaction<'static, Postgres>,
         tenant: &TenantId,
-        _overrides: &super::sqlite_log::OverriddenTenants,
+        _overrides: Option<&super::sqlite_log::OverriddenTenants>,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(NOTIFY)
             .bind(changes::CHANNEL)

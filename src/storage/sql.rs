@@ -395,6 +395,7 @@ macro_rules! sql_engine {
                     tenant: tenant.clone(),
                     changes: self.changes.clone(),
                     overrides: self.overrides.clone(),
+                    override_written: false,
                 }))
             }
 
@@ -452,6 +453,8 @@ macro_rules! sql_engine {
             /// Told (before the commit) when the tenant is left with an override of its
             /// check-in views (SQLite routes check-ins by it; PostgreSQL ignores it).
             overrides: std::sync::Arc<$crate::storage::sqlite_log::OverriddenTenants>,
+            /// Whether this transaction set an override of the check-in views.
+            override_written: bool,
         }
 
         impl $tx {
@@ -502,7 +505,10 @@ macro_rules! sql_engine {
                             .to_string(),
                     )
                     .bind(v.tenant_user_checkin_summary.to_json().to_string())
-                    .bind(v.checkin_override)
+                    .bind({
+                        self.override_written |= v.checkin_override;
+                        v.checkin_override
+                    })
                     .bind(v.version)
                     .bind(self.tenant.as_str())
                     .execute(&mut *self.tx)
@@ -584,7 +590,10 @@ macro_rules! sql_engine {
                     .bind(&c.user_preference_payload)
                     .bind($crate::model::checkin_statuses_json(&c.checkin_statuses).to_string())
                     .bind(c.user_checkin_summary.to_json().to_string())
-                    .bind(c.checkin_override)
+                    .bind({
+                        self.override_written |= c.checkin_override;
+                        c.checkin_override
+                    })
                     .bind(micros(c.last_modified_date_time))
                     .bind(c.version)
                     .execute(&mut *self.tx)
@@ -606,7 +615,10 @@ macro_rules! sql_engine {
                     .bind(&c.user_preference_payload)
                     .bind($crate::model::checkin_statuses_json(&c.checkin_statuses).to_string())
                     .bind(c.user_checkin_summary.to_json().to_string())
-                    .bind(c.checkin_override)
+                    .bind({
+                        self.override_written |= c.checkin_override;
+                        c.checkin_override
+                    })
                     .bind(micros(c.last_modified_date_time))
                     .bind(c.version)
                     .bind(self.tenant.as_str())
@@ -731,9 +743,13 @@ macro_rules! sql_engine {
             async fn commit(self: Box<Self>) -> $crate::storage::StorageResult<()> {
                 use $crate::storage::sql::*;
                 let mut this = *self;
-                $store::before_commit(&mut this.tx, &this.tenant, &this.overrides)
-                    .await
-                    .map_err(map_err)?;
+                $store::before_commit(
+                    &mut this.tx,
+                    &this.tenant,
+                    this.override_written.then_some(&*this.overrides),
+                )
+                .await
+                .map_err(map_err)?;
                 let result = this.tx.commit().await.map_err(map_err);
                 // Even after a reported failure the commit may have happened: bump anyway.
                 this.changes.bump(

@@ -134,18 +134,15 @@ impl SqliteStore {
         self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 
-    /// Marks the tenant while this transaction holds SQLite's write lock if it leaves an
-    /// override of the check-in views set, so check-ins from now on end it.
+    /// Marks the tenant, while this transaction still holds SQLite's write lock, if it set an
+    /// override of the check-in views (`overrides` is given then), so check-ins from now on
+    /// end it.
     async fn before_commit(
-        tx: &mut Transaction<'static, Sqlite>,
+        _tx: &mut Transaction<'static, Sqlite>,
         tenant: &TenantId,
-        overrides: &OverriddenTenants,
+        overrides: Option<&OverriddenTenants>,
     ) -> Result<(), sqlx::Error> {
-        if sqlx::query_scalar(TENANT_HAS_OVERRIDE)
-            .bind(tenant.as_str())
-            .fetch_one(&mut **tx)
-            .await?
-        {
+        if let Some(overrides) = overrides {
             overrides.mark(tenant.as_str());
         }
         Ok(())
