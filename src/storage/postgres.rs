@@ -163,32 +163,50 @@ impl PostgresStore {
     /// and removes them from the log, in one transaction, inside the database; returns how
     /// many it applied.
     async fn materialize_log(&self, upto: i64, limit: usize) -> StorageResult<usize> {
+        match self.apply_log_run(upto, limit, false).await {
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                tracing::warn!(error = %e, "applying the check-in log met an applied-policy row it did not expect; applying the run again, skipping existing rows");
+                self.apply_log_run(upto, limit, true).await.map_err(map_err)
+            }
+            other => other.map_err(map_err),
+        }
+    }
+
+    /// One run of [`Self::materialize_log`]; `safe` inserts the applied-policy rows with
+    /// `ON CONFLICT DO NOTHING`.
+    async fn apply_log_run(
+        &self,
+        upto: i64,
+        limit: usize,
+        safe: bool,
+    ) -> Result<usize, sqlx::Error> {
         use super::checkins::*;
-        let mut tx = self.begin_checkins().await.map_err(map_err)?;
-        sqlx::query(CREATE_CHECKIN_RUN)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_checkins().await?;
+        sqlx::raw_sql(APPLY_RUN_PLANS).execute(&mut *tx).await?;
+        sqlx::query(CREATE_CHECKIN_RUN).execute(&mut *tx).await?;
         let taken = sqlx::query(TAKE_LOG_INTO_RUN)
             .bind(upto)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .execute(&mut *tx)
-            .await
-            .map_err(map_err)?
+            .await?
             .rows_affected();
         if taken > 0 {
+            let insert = if safe {
+                INSERT_RUN_DEVICES_POLICIES_SAFE.as_str()
+            } else {
+                INSERT_RUN_DEVICES_POLICIES
+            };
             for statement in [
                 APPLY_RUN_REPORTS.as_str(),
                 DELETE_RUN_DEVICES_POLICIES,
-                INSERT_RUN_DEVICES_POLICIES,
+                insert,
             ] {
-                sqlx::query(statement)
+                sqlx::query(sqlx::AssertSqlSafe(statement))
                     .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                    .await?;
             }
         }
-        tx.commit().await.map_err(map_err)?;
+        tx.commit().await?;
         Ok(usize::try_from(taken).unwrap_or(usize::MAX))
     }
 
