@@ -25,7 +25,7 @@ use crate::storage::{StorageError, Store};
 pub struct IngestConfig {
     /// Reports written in one transaction at most.
     pub max_batch: usize,
-    /// Concurrent writer tasks (one is right for SQLite's single writer; PostgreSQL commits
+    /// Concurrent writer tasks (on SQLite one per check-in log file; PostgreSQL commits
     /// several transactions in parallel).
     pub writers: usize,
     /// Reports waiting for a writer at most; further submitters wait (backpressure).
@@ -214,8 +214,8 @@ async fn materializer(
             return;
         }
         // Let a batch's worth gather first: applying many reports at once dirties each page
-        // of the keyed tables once for many of them (and on SQLite the single writer is
-        // shared with the acknowledgement path).
+        // of the keyed tables once for many of them (measured on SQLite: waiting 20 ms
+        // instead of 200 ms made applying cost about 40 % more per report).
         if log.backlog.load(Ordering::Relaxed) < batch {
             tokio::time::sleep(LINGER).await;
         }

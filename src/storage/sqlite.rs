@@ -1,7 +1,8 @@
 //! The embedded engine: one SQLite file in the data directory, WAL, `synchronous=FULL` so an
 //! acknowledged write survives a crash. One writer connection (SQLite has one writer anyway;
 //! `BEGIN IMMEDIATE` takes the lock up front so no transaction fails half-way on an upgrade),
-//! several reader connections.
+//! several reader connections. Check-ins are logged in a file of their own first
+//! ([`super::sqlite_log`]).
 
 use std::path::Path;
 use std::str::FromStr;
