@@ -255,3 +255,85 @@ async fn materializer(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CheckinStatus, TenantId};
+    use crate::storage::sqlite::SqliteStore;
+    use sqlx::Connection as _;
+    use time::OffsetDateTime;
+
+    fn checkin(device: &str) -> Checkin {
+        Checkin {
+            tenant: TenantId::parse("contoso").unwrap(),
+            status: CheckinStatus {
+                user_id: "00000000-0000-4000-8000-000000000001".into(),
+                user_principal_name: None,
+                device_name: Some(device.into()),
+                device_platform: None,
+                device_platform_version: None,
+                was_successful: true,
+                checkin_date_time: OffsetDateTime::now_utc(),
+                error_message: None,
+                applied_policies: Vec::new(),
+                last_task_name: None,
+            },
+        }
+    }
+
+    /// The log is bounded: with `max_backlog` reports logged and not applied (here because
+    /// another connection holds the database's write lock, so nothing can be applied), the next
+    /// report is not acknowledged until applying catches up; none is lost.
+    #[tokio::test]
+    async fn writers_wait_for_the_materializer_past_the_backlog() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("cirrus.sqlite3");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db, true).await.unwrap());
+        let ingestor = Arc::new(CheckinIngestor::start(
+            store.clone(),
+            IngestConfig {
+                max_backlog: 4,
+                ..IngestConfig::default()
+            },
+        ));
+        let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut blocker)
+            .await
+            .unwrap();
+        for d in 0..4 {
+            // Logged in the log's own file: acknowledged although applying is blocked.
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                ingestor.submit(checkin(&format!("PC-{d}"))),
+            )
+            .await
+            .expect("acknowledged while under the backlog")
+            .unwrap();
+        }
+        let fifth = tokio::spawn({
+            let ingestor = ingestor.clone();
+            async move { ingestor.submit(checkin("PC-4")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!fifth.is_finished(), "acknowledged past the backlog bound");
+        sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(20), fifth)
+            .await
+            .expect("acknowledged once applying caught up")
+            .unwrap()
+            .unwrap();
+        let view = store
+            .tenant_checkin_view(
+                &TenantId::parse("contoso").unwrap(),
+                OffsetDateTime::now_utc() - time::Duration::hours(1),
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(view.statuses.len(), 5);
+    }
+}
