@@ -352,6 +352,26 @@ impl Checkin {
             .unwrap_or_default()
             .to_lowercase()
     }
+
+    /// A report of one user of `tenant` for `device` at `at`, applying `applied` (for tests).
+    #[cfg(test)]
+    pub fn sample(tenant: &str, device: &str, at: OffsetDateTime, applied: &[uuid::Uuid]) -> Self {
+        Self {
+            tenant: TenantId::parse(tenant).expect("tenant id"),
+            status: CheckinStatus {
+                user_id: "00000000-0000-4000-8000-000000000001".into(),
+                user_principal_name: Some("user@contoso.example".into()),
+                device_name: Some(device.into()),
+                device_platform: Some("Windows".into()),
+                device_platform_version: None,
+                was_successful: true,
+                checkin_date_time: at,
+                error_message: None,
+                applied_policies: applied.iter().map(|id| Some(id.to_string())).collect(),
+                last_task_name: None,
+            },
+        }
+    }
 }
 
 /// What Graph shows of the check-ins in one scope (the tenant, or one configuration).

@@ -259,27 +259,13 @@ async fn materializer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CheckinStatus, TenantId};
+    use crate::model::TenantId;
     use crate::storage::sqlite::SqliteStore;
     use sqlx::Connection as _;
     use time::OffsetDateTime;
 
     fn checkin(device: &str) -> Checkin {
-        Checkin {
-            tenant: TenantId::parse("contoso").unwrap(),
-            status: CheckinStatus {
-                user_id: "00000000-0000-4000-8000-000000000001".into(),
-                user_principal_name: None,
-                device_name: Some(device.into()),
-                device_platform: None,
-                device_platform_version: None,
-                was_successful: true,
-                checkin_date_time: OffsetDateTime::now_utc(),
-                error_message: None,
-                applied_policies: Vec::new(),
-                last_task_name: None,
-            },
-        }
+        Checkin::sample("contoso", device, OffsetDateTime::now_utc(), &[])
     }
 
     /// The log is bounded: with `max_backlog` reports logged and not applied (here because

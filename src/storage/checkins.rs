@@ -526,7 +526,7 @@ pub(crate) use checkin_engine;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Checkin, CheckinStatus, TenantId};
+    use crate::model::{Checkin, TenantId};
     use crate::storage::sqlite::SqliteStore;
     use uuid::Uuid;
 
@@ -583,21 +583,7 @@ mod tests {
     }
 
     fn checkin(tenant: &TenantId, device: &str, at: OffsetDateTime, applied: &[Uuid]) -> Checkin {
-        Checkin {
-            tenant: tenant.clone(),
-            status: CheckinStatus {
-                user_id: "00000000-0000-4000-8000-000000000001".into(),
-                user_principal_name: Some("user@contoso.example".into()),
-                device_name: Some(device.into()),
-                device_platform: Some("Windows".into()),
-                device_platform_version: None,
-                was_successful: true,
-                checkin_date_time: at,
-                error_message: None,
-                applied_policies: applied.iter().map(|id| Some(id.to_string())).collect(),
-                last_task_name: None,
-            },
-        }
+        Checkin::sample(tenant.as_str(), device, at, applied)
     }
 
     #[tokio::test]

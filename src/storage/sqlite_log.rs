@@ -350,27 +350,13 @@ pub const TENANTS_WITH_OVERRIDES: &str = "SELECT tenant_id FROM office_configura
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Checkin, CheckinStatus, TenantId};
+    use crate::model::{Checkin, TenantId};
     use crate::storage::Store;
     use crate::storage::sqlite::SqliteStore;
     use time::OffsetDateTime;
 
     fn checkin(device: &str, at: OffsetDateTime) -> Checkin {
-        Checkin {
-            tenant: TenantId::parse("contoso").unwrap(),
-            status: CheckinStatus {
-                user_id: "00000000-0000-4000-8000-000000000001".into(),
-                user_principal_name: None,
-                device_name: Some(device.into()),
-                device_platform: None,
-                device_platform_version: None,
-                was_successful: true,
-                checkin_date_time: at,
-                error_message: None,
-                applied_policies: Vec::new(),
-                last_task_name: None,
-            },
-        }
+        Checkin::sample("contoso", device, at, &[])
     }
 
     async fn devices(store: &SqliteStore) -> Vec<String> {
