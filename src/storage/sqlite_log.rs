@@ -147,8 +147,10 @@ impl ShardedLog {
                 .await?;
             let mut applied = recorded.unwrap_or(0);
             if applied > head {
-                // The shard file is newer than the record (restored or replaced): its
-                // sequence restarted, and everything in it is still to apply.
+                // The file does not go with the record (replaced, restored from an older
+                // backup, or lost): its sequence restarted, so everything in it is new. (The
+                // other way round, a main database older than the file, re-applies rows,
+                // which is harmless: applying keeps the newer report.)
                 tracing::warn!(
                     shard = %path.display(),
                     applied,
