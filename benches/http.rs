@@ -2233,6 +2233,35 @@ async fn stored_checkins(data_dir: &Path, pg: Option<&PgSchema>) -> (i64, i64, i
     }
 }
 
+/// CPU time (user + system) process `pid` has used so far, from `/proc` (Linux only).
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the `(comm)` field: state is field 3, utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // In clock ticks of USER_HZ, which the kernel fixes at 100 for this interface.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time used so far by every process named `postgres` (the local server's backends).
+fn postgres_cpu_time() -> Duration {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end() == "postgres")
+        })
+        .filter_map(|pid| cpu_time(&pid))
+        .sum()
+}
+
 /// One measured run of single-row commits: commits per second and latency.
 struct Commits {
     rate: f64,
@@ -2352,7 +2381,7 @@ async fn checkins_run(cfg: &Config, pg: Option<&PgSchema>) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data_dir = tmp.path().join("data");
     let url = pg.map(PgSchema::url);
-    let (_cirrus, cirrus) = start_cirrus(&data_dir, url.as_deref());
+    let (cirrus_proc, cirrus) = start_cirrus(&data_dir, url.as_deref());
     wait_healthy(cirrus, "cirrus").await;
     let admin = mint_token(&data_dir);
 
@@ -2418,7 +2447,11 @@ async fn checkins_run(cfg: &Config, pg: Option<&PgSchema>) {
     eprintln!("running single-row commits on {engine} (before) ...");
     let before = single_row_commits(cfg, pg, "bench_commits_before").await;
     eprintln!("running check-ins against cirrus ({engine}) ...");
+    // CPU per check-in, by process: steadier than the rate on a shared machine.
+    let cirrus_pid = cirrus_proc.child.id().to_string();
+    let cpu_before = (cpu_time(&cirrus_pid), postgres_cpu_time(), cpu_time("self"));
     let acked = load_conns(cfg, 1, conns, 201).await;
+    let cpu_after = (cpu_time(&cirrus_pid), postgres_cpu_time(), cpu_time("self"));
     // Reports are acknowledged once logged; a Graph read of the views applies whatever the
     // materializer has not yet, so it shows them all.
     let (_, _, pending) = stored_checkins(&data_dir, pg).await;
@@ -2539,6 +2572,17 @@ async fn checkins_run(cfg: &Config, pg: Option<&PgSchema>) {
          check-in: the {clients} clients plus the probe's user)",
         summary["succeededUserCount"], summary["failedUserCount"]
     );
+    if let ((Some(c0), p0, Some(l0)), (Some(c1), p1, Some(l1))) = (cpu_before, cpu_after) {
+        let n = acked.succeeded_total.max(1) as f64;
+        let per = |a: Duration, b: Duration| b.saturating_sub(a).as_secs_f64() * 1e6 / n;
+        let (c, p, l) = (per(c0, c1), per(p0, p1), per(l0, l1));
+        println!(
+            "CPU per acknowledged check-in (user + system, /proc, warm-up included): cirrus \
+             {c:.0} µs, PostgreSQL server processes {p:.0} µs, load generator {l:.0} µs; \
+             {:.0} µs in all",
+            c + p + l
+        );
+    }
     let base = (before.rate + after.rate) / 2.0;
     let ratio = if base > 0.0 { acked.rps / base } else { 0.0 };
     println!();
