@@ -2202,31 +2202,28 @@ async fn stored_checkins(data_dir: &Path, pg: Option<&PgSchema>) -> (i64, i64, i
                 .fetch_one(&mut conn)
                 .await
                 .expect("count");
-            // Reports logged in the log shards (files of their own) and not applied yet.
+            // Reports logged in the check-in log's own file and not applied yet.
             let db = data_dir.join(cirrus::config::DATABASE_FILE);
-            for k in 0..cirrus::storage::sqlite_log::SHARDS {
-                let applied: i64 = sqlx::query_scalar(
-                    "SELECT COALESCE((SELECT applied_seq FROM client_checkin_log_shards WHERE shard = $1), 0)",
-                )
-                .bind(k as i64)
-                .fetch_one(&mut conn)
+            let applied: i64 = sqlx::query_scalar(
+                "SELECT COALESCE((SELECT applied_seq FROM client_checkin_log_shards WHERE shard = 0), 0)",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .expect("applied mark");
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(cirrus::storage::sqlite_log::log_path(&db))
+                .read_only(true);
+            let mut log = sqlx::SqliteConnection::connect_with(&opts)
                 .await
-                .expect("applied mark");
-                let opts = sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(cirrus::storage::sqlite_log::shard_path(&db, k))
-                    .read_only(true);
-                let mut shard = sqlx::SqliteConnection::connect_with(&opts)
+                .expect("check-in log file");
+            let n: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM client_checkin_log WHERE seq > $1")
+                    .bind(applied)
+                    .fetch_one(&mut log)
                     .await
-                    .expect("log shard");
-                let n: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM client_checkin_log WHERE seq > $1")
-                        .bind(applied)
-                        .fetch_one(&mut shard)
-                        .await
-                        .expect("count shard");
-                pending += n;
-                let _ = shard.close().await;
-            }
+                    .expect("count the log file");
+            pending += n;
+            let _ = log.close().await;
             let _ = conn.close().await;
             (rows, policies, pending)
         }
@@ -2482,11 +2479,10 @@ async fn checkins_run(cfg: &Config, pg: Option<&PgSchema>) {
             schema.name
         ),
         None => println!(
-            "SQLite (WAL, synchronous=FULL) in a temporary directory; cirrus's check-in writers: {} \
-             (one per log file, applied by a connection of its own); \
+            "SQLite (WAL, synchronous=FULL) in a temporary directory; cirrus's check-in writer: 1 \
+             (to the log's own file, applied by a connection of its own); \
              single-row commits: a fresh file in another temporary directory with cirrus's \
-             settings, one connection",
-            cirrus::storage::sqlite_log::SHARDS
+             settings, one connection"
         ),
     }
     let devices = match cfg.checkin_devices {

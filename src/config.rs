@@ -162,12 +162,6 @@ pub async fn build_state(cfg: &ServeConfig) -> anyhow::Result<Arc<AppState>> {
         // (64 clients on a 2-core machine: 1 or 2 writers about 12.8 k check-ins/s, 4
         // writers 10.6 k); the second keeps a batch filling while one commits.
         checkins.ingest.writers = checkins.ingest.writers.max(2);
-    } else {
-        // One writer per log shard (src/storage/sqlite_log.rs): each SQLite file has one.
-        checkins.ingest.writers = checkins
-            .ingest
-            .writers
-            .max(crate::storage::sqlite_log::SHARDS);
     }
     if cfg.clock_offset_file.is_some() && !matches!(cfg.auth, AuthMode::Dev) {
         anyhow::bail!("--clock-offset-file is a test hook and only allowed with --auth dev");

@@ -25,7 +25,7 @@ use crate::storage::{StorageError, Store};
 pub struct IngestConfig {
     /// Reports written in one transaction at most.
     pub max_batch: usize,
-    /// Concurrent writer tasks (on SQLite one per check-in log file; PostgreSQL commits
+    /// Concurrent writer tasks (on SQLite one: the check-in log file has one writer; PostgreSQL commits
     /// several transactions in parallel).
     pub writers: usize,
     /// Reports waiting for a writer at most; further submitters wait (backpressure).

@@ -201,9 +201,7 @@ impl PostgresStore {
                 DELETE_RUN_DEVICES_POLICIES,
                 insert,
             ] {
-                sqlx::query(sqlx::AssertSqlSafe(statement))
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(statement).execute(&mut *tx).await?;
             }
         }
         tx.commit().await?;

@@ -19,9 +19,7 @@ use uuid::Uuid;
 use super::StorageResult;
 use super::changes::ChangeFeed;
 use super::sql::{INSERT_OFFICE, map_err, sql_engine};
-use super::sqlite_log::{
-    OverriddenTenants, ShardedLog, TENANT_HAS_OVERRIDE, TENANTS_WITH_OVERRIDES,
-};
+use super::sqlite_log::{LogFile, OverriddenTenants, TENANT_HAS_OVERRIDE, TENANTS_WITH_OVERRIDES};
 use crate::model::TenantId;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -33,8 +31,8 @@ pub struct SqliteStore {
     changes: Arc<ChangeFeed>,
     /// The background checkpointer runs while this lives.
     _checkpointer: Arc<()>,
-    /// Where check-ins are logged (files of their own) and applied from.
-    log: ShardedLog,
+    /// Where check-ins are logged (a file of its own) and applied from.
+    log: LogFile,
     /// Tenants whose check-ins must be logged here, ending an override.
     overrides: Arc<OverriddenTenants>,
 }
@@ -79,7 +77,7 @@ impl SqliteStore {
                 .await
                 .context("applying SQLite migrations")?;
         }
-        let log = ShardedLog::open(path, &opts).await?;
+        let log = LogFile::open(path, &opts).await?;
         let overrides = Arc::new(OverriddenTenants::default());
         for tenant in sqlx::query_scalar::<_, String>(TENANTS_WITH_OVERRIDES)
             .fetch_all(&writer)
@@ -177,7 +175,7 @@ async fn checkpoint_in_background(mut conn: sqlx::SqliteConnection, store: Weak<
 /// database (no row crosses into the process).
 impl SqliteStore {
     /// Appends a batch to the log durably. Unless a tenant of the batch has an override of its
-    /// check-in views set, to a log shard (nothing else to do); otherwise to this database's
+    /// check-in views set, to the log file (nothing else to do); otherwise to this database's
     /// log, in the transaction that ends the overrides in the batch's scopes.
     async fn append_log(
         &self,
@@ -292,7 +290,7 @@ impl SqliteStore {
         Ok(last)
     }
 
-    /// Applies every report logged before this call (in this database and in the shards), so
+    /// Applies every report logged before this call (in this database and in the log file), so
     /// a view read next includes all acknowledged check-ins. Cheap when nothing is pending.
     async fn checkins_drain(&self) -> StorageResult<()> {
         use super::checkins::{DRAIN_BATCH, LOG_HEAD};
@@ -307,7 +305,7 @@ impl SqliteStore {
     }
 
     /// Applies up to `limit` logged reports (the materializer's pass): this database's log
-    /// first, then the shards.
+    /// first, then the log file.
     async fn checkins_materialize(&self, limit: usize) -> StorageResult<usize> {
         use super::checkins::LOG_HEAD;
         let head: i64 = sqlx::query_scalar(LOG_HEAD)
@@ -324,8 +322,8 @@ impl SqliteStore {
         Ok(done)
     }
 
-    /// Reports in the log shards not applied yet (for the benchmark's report).
-    pub fn checkin_shards_pending(&self) -> i64 {
+    /// Reports in the log file not applied yet.
+    pub fn checkin_log_pending(&self) -> i64 {
         self.log.pending()
     }
 

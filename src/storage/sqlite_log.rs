@@ -1,17 +1,21 @@
-//! The check-in log on SQLite, split over files of its own (decision 11 in docs/decisions.md).
+//! The check-in log on SQLite, in a file of its own (decision 11 in docs/decisions.md).
 //!
 //! SQLite has one writer per database file. With the log inside the main database, applying
 //! a run of it to the view tables (hundreds of milliseconds for thousands of reports) held the
 //! only write lock, and every acknowledgement waited behind it: under load a core sat idle
-//! while the other applied. So a batch is appended to one of [`SHARDS`] log files next to the
-//! database (`cirrus-checkin-log-N.sqlite3`), each with a connection of its own, and acknowledged
-//! once that file's commit is durable. A separate connection to the main database, with the
-//! shards attached, applies them: it only reads the shards, so appends go on meanwhile.
+//! while the other applied. So a batch is appended to a log file next to the database
+//! (`cirrus-checkin-log.sqlite3`) through a connection of its own, and acknowledged once that
+//! file's commit is durable. A separate connection to the main database, with the log file
+//! attached, applies it: it only reads the log file, so appends go on meanwhile.
 //!
-//! What has been applied from each shard is recorded in the main database
-//! (`client_checkin_log_shards`) in the apply's own transaction, so a crash between applying
-//! and trimming applies nothing twice; a shard's writer trims applied rows in its next append.
-//! Sequence numbers are `AUTOINCREMENT` rowids, never reused once trimmed.
+//! One file, one writer: measured with 64 clients on a 2-core VM, two log files with a writer
+//! each acknowledged 14.8 k check-ins/s and one 17.8 k (every commit costs its fsync — in a VM,
+//! CPU too — and two writers halve the batches and double the commits).
+//!
+//! What has been applied is recorded in the main database (`client_checkin_log_shards`, row
+//! 0: the table has room for more log files) in the apply's own transaction, so a crash
+//! between applying and trimming applies nothing twice; the writer trims applied rows in its
+//! next append. Sequence numbers are `AUTOINCREMENT` rowids, never reused once trimmed.
 //!
 //! A batch that must end a Graph PATCH's override of the check-in views (a tenant in
 //! [`OverriddenTenants`]) is logged in the main database instead, atomically with ending it.
@@ -19,7 +23,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use anyhow::Context as _;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -31,15 +35,9 @@ use super::checkins::{
 };
 use super::sql::map_err;
 
-/// Log files (and writers). One: measured with 64 clients on a 2-core VM, two shards
-/// acknowledged 14.8 k check-ins/s and one 17.8 k. Every commit costs its fsync (in a VM, CPU
-/// too), and two shards halve the batches and double the commits; what one shard already
-/// gains is that applying no longer blocks appending.
-pub const SHARDS: usize = 1;
-
-/// A shard's log table: `client_checkin_log` of the main database's migrations, with a
-/// sequence that is never reused (rows are trimmed once applied).
-const SHARD_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS client_checkin_log (\
+/// The log file's table: `client_checkin_log` of the main database's migrations (0004), with
+/// a sequence that is never reused (rows are trimmed once applied).
+const LOG_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS client_checkin_log (\
     seq INTEGER PRIMARY KEY AUTOINCREMENT, \
     tenant_id TEXT NOT NULL, \
     user_id TEXT NOT NULL, \
@@ -54,30 +52,31 @@ const SHARD_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS client_checkin_log (\
     applied_policies TEXT NOT NULL, \
     last_task_name TEXT)";
 
-/// The last sequence number a shard ever handed out (0 for a new file).
-const SHARD_HEAD: &str =
+/// The last sequence number the log file ever handed out (0 for a new file).
+const LOG_FILE_HEAD: &str =
     "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'client_checkin_log'), 0)";
 
-/// What has been applied from shard `$1`.
-const APPLIED_SEQ: &str = "SELECT applied_seq FROM client_checkin_log_shards WHERE shard = $1";
-/// Records shard `$1` applied up to `$2`.
-const SET_APPLIED_SEQ: &str = "INSERT INTO client_checkin_log_shards (shard, applied_seq) VALUES ($1, $2) ON CONFLICT (shard) DO UPDATE SET applied_seq = excluded.applied_seq";
-/// Trims the rows up to `$1` from a shard (they are applied).
-const TRIM_SHARD: &str = "DELETE FROM client_checkin_log WHERE seq <= $1";
+/// What has been applied from the log file.
+const APPLIED_SEQ: &str = "SELECT applied_seq FROM client_checkin_log_shards WHERE shard = 0";
+/// Records the log file applied up to `$1`.
+const SET_APPLIED_SEQ: &str = "INSERT INTO client_checkin_log_shards (shard, applied_seq) VALUES (0, $1) ON CONFLICT (shard) DO UPDATE SET applied_seq = excluded.applied_seq";
+/// Trims the rows up to `$1` from the log file (they are applied).
+const TRIM_LOG: &str = "DELETE FROM client_checkin_log WHERE seq <= $1";
+/// Counts the log file's rows from `$1` to `$2` (read through the applying connection).
+const COUNT_RUN: &str = "SELECT COUNT(*) FROM log.client_checkin_log WHERE seq BETWEEN $1 AND $2";
 
-/// The file of shard `k` of the database at `db`: `cirrus.sqlite3` → `cirrus-checkin-log-k.sqlite3`.
-pub fn shard_path(db: &Path, k: usize) -> PathBuf {
+/// The log file of the database at `db`: `cirrus.sqlite3` → `cirrus-checkin-log.sqlite3`.
+pub fn log_path(db: &Path) -> PathBuf {
     let stem = db
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "cirrus".into());
-    db.with_file_name(format!("{stem}-checkin-log-{k}.sqlite3"))
+    db.with_file_name(format!("{stem}-checkin-log.sqlite3"))
 }
 
-/// The main database's apply statements, reading shard `k` (attached as `log{k}`).
-fn shard_statements(k: usize) -> [String; 3] {
+/// The main database's apply statements, reading the log file (attached as `log`).
+fn apply_statements() -> [String; 3] {
     let from = "FROM client_checkin_log ";
-    let to = format!("FROM log{k}.client_checkin_log ");
     [
         APPLY_LOG_REPORTS.as_str(),
         DELETE_LOG_DEVICES_POLICIES,
@@ -85,38 +84,31 @@ fn shard_statements(k: usize) -> [String; 3] {
     ]
     .map(|s| {
         debug_assert!(s.contains(from), "{s}");
-        s.replace(from, &to)
+        s.replace(from, "FROM log.client_checkin_log ")
     })
 }
 
-struct ShardWriter {
+struct LogWriter {
     conn: SqliteConnection,
     /// Rows up to here are trimmed.
     trimmed: i64,
 }
 
-struct Shard {
-    writer: tokio::sync::Mutex<ShardWriter>,
+/// The log file, its writer, and the connection that applies it.
+pub struct LogFile {
+    writer: tokio::sync::Mutex<LogWriter>,
     /// The last sequence number durably appended (acknowledged reports are at or below it).
     committed: AtomicI64,
     /// The last sequence number applied to the main database (published after that commit).
     applied: AtomicI64,
-    /// [`shard_statements`].
-    apply: [String; 3],
-    /// Counts the shard's rows from `$1` to `$2`.
-    count: String,
-}
-
-/// The log shards, and the connection that applies them.
-pub struct ShardedLog {
-    shards: Vec<Shard>,
-    next: AtomicUsize,
-    /// To the main database, every shard attached; only ever reads the shards.
+    /// To the main database, the log file attached as `log`; only ever reads the log file.
     applier: tokio::sync::Mutex<SqliteConnection>,
+    /// [`apply_statements`].
+    apply: [String; 3],
 }
 
-impl ShardedLog {
-    /// Opens (creating) the shard files of the database at `db` and the applying connection
+impl LogFile {
+    /// Opens (creating) the log file of the database at `db` and the applying connection
     /// (`main` are the main database's options). The main database must be migrated.
     pub async fn open(db: &Path, main: &SqliteConnectOptions) -> anyhow::Result<Self> {
         let mut applier = SqliteConnection::connect_with(
@@ -127,95 +119,68 @@ impl ShardedLog {
         )
         .await
         .context("opening the check-in log's applying connection")?;
-        let mut shards = Vec::with_capacity(SHARDS);
-        for k in 0..SHARDS {
-            let path = shard_path(db, k);
-            let mut conn = SqliteConnection::connect_with(
-                &main
-                    .clone()
-                    .filename(&path)
-                    .foreign_keys(false)
-                    .pragma("temp_store", "MEMORY"),
-            )
-            .await
-            .with_context(|| format!("opening check-in log {}", path.display()))?;
-            sqlx::query(SHARD_SCHEMA).execute(&mut conn).await?;
-            let head: i64 = sqlx::query_scalar(SHARD_HEAD).fetch_one(&mut conn).await?;
-            let recorded: Option<i64> = sqlx::query_scalar(APPLIED_SEQ)
-                .bind(k as i64)
-                .fetch_optional(&mut applier)
-                .await?;
-            let mut applied = recorded.unwrap_or(0);
-            if applied > head {
-                // The file does not go with the record (replaced, restored from an older
-                // backup, or lost): its sequence restarted, so everything in it is new. (The
-                // other way round, a main database older than the file, re-applies rows,
-                // which is harmless: applying keeps the newer report.)
-                tracing::warn!(
-                    shard = %path.display(),
-                    applied,
-                    head,
-                    "check-in log shard is behind the applied mark; applying all of it"
-                );
-                applied = 0;
-                sqlx::query(SET_APPLIED_SEQ)
-                    .bind(k as i64)
-                    .bind(0i64)
-                    .execute(&mut applier)
-                    .await?;
-            }
-            sqlx::query(sqlx::AssertSqlSafe(format!("ATTACH DATABASE $1 AS log{k}")))
-                .bind(path.to_string_lossy().into_owned())
+        let path = log_path(db);
+        let mut conn = SqliteConnection::connect_with(
+            &main
+                .clone()
+                .filename(&path)
+                .foreign_keys(false)
+                .pragma("temp_store", "MEMORY"),
+        )
+        .await
+        .with_context(|| format!("opening check-in log {}", path.display()))?;
+        sqlx::query(LOG_SCHEMA).execute(&mut conn).await?;
+        let head: i64 = sqlx::query_scalar(LOG_FILE_HEAD)
+            .fetch_one(&mut conn)
+            .await?;
+        let recorded: Option<i64> = sqlx::query_scalar(APPLIED_SEQ)
+            .fetch_optional(&mut applier)
+            .await?;
+        let mut applied = recorded.unwrap_or(0);
+        if applied > head {
+            // The file does not go with the record (replaced, restored from an older
+            // backup, or lost): its sequence restarted, so everything in it is new. (The
+            // other way round, a main database older than the file, re-applies rows,
+            // which is harmless: applying keeps the newer report.)
+            tracing::warn!(
+                log = %path.display(),
+                applied,
+                head,
+                "check-in log file is behind the applied mark; applying all of it"
+            );
+            applied = 0;
+            sqlx::query(SET_APPLIED_SEQ)
+                .bind(0i64)
                 .execute(&mut applier)
-                .await
-                .with_context(|| format!("attaching check-in log {}", path.display()))?;
-            shards.push(Shard {
-                writer: tokio::sync::Mutex::new(ShardWriter { conn, trimmed: 0 }),
-                committed: AtomicI64::new(head),
-                applied: AtomicI64::new(applied),
-                apply: shard_statements(k),
-                count: format!(
-                    "SELECT COUNT(*) FROM log{k}.client_checkin_log WHERE seq BETWEEN $1 AND $2"
-                ),
-            });
+                .await?;
         }
+        sqlx::query("ATTACH DATABASE $1 AS log")
+            .bind(path.to_string_lossy().into_owned())
+            .execute(&mut applier)
+            .await
+            .with_context(|| format!("attaching check-in log {}", path.display()))?;
         Ok(Self {
-            shards,
-            next: AtomicUsize::new(0),
+            writer: tokio::sync::Mutex::new(LogWriter { conn, trimmed: 0 }),
+            committed: AtomicI64::new(head),
+            applied: AtomicI64::new(applied),
             applier: tokio::sync::Mutex::new(applier),
+            apply: apply_statements(),
         })
     }
 
-    /// Appends a batch to a free shard (or the next one) in one transaction; returns once it
-    /// is durable. `write` adds the rows.
+    /// Appends a batch in one transaction; returns once it is durable. `write` adds the rows
+    /// and returns the last sequence number.
     pub async fn append(
         &self,
         write: impl AsyncFnOnce(&mut SqliteConnection) -> Result<i64, sqlx::Error>,
     ) -> Result<(), sqlx::Error> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = self.shards.len();
-        let mut taken = None;
-        for i in 0..n {
-            let k = (start + i) % n;
-            if let Ok(guard) = self.shards[k].writer.try_lock() {
-                taken = Some((k, guard));
-                break;
-            }
-        }
-        let (k, mut writer) = match taken {
-            Some(t) => t,
-            None => {
-                let k = start % n;
-                (k, self.shards[k].writer.lock().await)
-            }
-        };
-        let shard = &self.shards[k];
+        let mut writer = self.writer.lock().await;
         let writer = &mut *writer;
         let mut tx = writer.conn.begin_with("BEGIN IMMEDIATE").await?;
-        let applied = shard.applied.load(Ordering::Acquire);
+        let applied = self.applied.load(Ordering::Acquire);
         let trim = applied > writer.trimmed;
         if trim {
-            sqlx::query(TRIM_SHARD)
+            sqlx::query(TRIM_LOG)
                 .bind(applied)
                 .execute(&mut *tx)
                 .await?;
@@ -226,58 +191,45 @@ impl ShardedLog {
             writer.trimmed = applied;
         }
         // Before the acknowledgements: a view read after one must find the row pending.
-        shard.committed.fetch_max(head, Ordering::AcqRel);
+        self.committed.fetch_max(head, Ordering::AcqRel);
         Ok(())
     }
 
-    /// Applies up to `limit` logged reports, up to what was committed when called, from the
-    /// shards in turn; returns how many (fewer than `limit`: nothing was left then).
+    /// Applies up to `limit` logged reports, up to what was committed when called; returns
+    /// how many (fewer than `limit`: nothing was left then).
     pub async fn apply(&self, limit: usize) -> StorageResult<usize> {
-        let mut done = 0;
-        for k in 0..self.shards.len() {
-            if done >= limit {
-                break;
-            }
-            let upto = self.shards[k].committed.load(Ordering::Acquire);
-            done += self.apply_shard(k, upto, limit - done).await?;
-        }
-        Ok(done)
+        self.apply_run(self.committed.load(Ordering::Acquire), limit)
+            .await
     }
 
     /// Applies everything committed before the call (what a view read must include).
     pub async fn drain(&self, run: usize) -> StorageResult<()> {
-        for k in 0..self.shards.len() {
-            let upto = self.shards[k].committed.load(Ordering::Acquire);
-            while self.shards[k].applied.load(Ordering::Acquire) < upto {
-                self.apply_shard(k, upto, run).await?;
-            }
+        let upto = self.committed.load(Ordering::Acquire);
+        while self.applied.load(Ordering::Acquire) < upto {
+            self.apply_run(upto, run).await?;
         }
         Ok(())
     }
 
-    /// Reports logged and not applied yet (an estimate: trimmed lazily).
+    /// Reports logged and not applied yet.
     pub fn pending(&self) -> i64 {
-        self.shards
-            .iter()
-            .map(|s| s.committed.load(Ordering::Relaxed) - s.applied.load(Ordering::Relaxed))
-            .sum()
+        self.committed.load(Ordering::Relaxed) - self.applied.load(Ordering::Relaxed)
     }
 
-    /// Applies shard `k`'s rows after its applied mark, up to `upto` and at most `limit`, in
-    /// one transaction of the main database that also moves the mark.
-    async fn apply_shard(&self, k: usize, upto: i64, limit: usize) -> StorageResult<usize> {
-        let shard = &self.shards[k];
+    /// Applies the rows after the applied mark, up to `upto` and at most `limit`, in one
+    /// transaction of the main database that also moves the mark.
+    async fn apply_run(&self, upto: i64, limit: usize) -> StorageResult<usize> {
         let mut conn = self.applier.lock().await;
         // Read under the lock: a concurrent drain may have applied meanwhile.
-        let first = shard.applied.load(Ordering::Acquire) + 1;
+        let first = self.applied.load(Ordering::Acquire) + 1;
         let last = upto.min(first.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX) - 1));
         if last < first {
             return Ok(0);
         }
         // Deferred: the first statement takes the main database's write lock (and only a read
-        // snapshot of the shard); `IMMEDIATE` would lock every attached shard too.
+        // snapshot of the log file); `IMMEDIATE` would lock the attached log file too.
         let mut tx = conn.begin().await.map_err(map_err)?;
-        for statement in &shard.apply {
+        for statement in &self.apply {
             sqlx::query(sqlx::AssertSqlSafe(statement.as_str()))
                 .bind(first)
                 .bind(last)
@@ -285,27 +237,26 @@ impl ShardedLog {
                 .await
                 .map_err(map_err)?;
         }
-        let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(shard.count.as_str()))
+        let applied: i64 = sqlx::query_scalar(COUNT_RUN)
             .bind(first)
             .bind(last)
             .fetch_one(&mut *tx)
             .await
             .map_err(map_err)?;
         sqlx::query(SET_APPLIED_SEQ)
-            .bind(k as i64)
             .bind(last)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
-        shard.applied.store(last, Ordering::Release);
+        self.applied.store(last, Ordering::Release);
         Ok(usize::try_from(applied).unwrap_or(0))
     }
 }
 
 /// Tenants where a Graph PATCH may have set an override of the check-in views (SQLite: only
 /// this process writes, so this is exact). A batch for one of them is logged in the main
-/// database, in the transaction that ends the override; all others go to the shards.
+/// database, in the transaction that ends the override; all others go to the log file.
 ///
 /// Each tenant carries a generation, raised by every Graph transaction that leaves an override
 /// set (before it commits, under SQLite's write lock); a batch that ended the tenant's last
@@ -376,11 +327,11 @@ mod tests {
         names
     }
 
-    /// Applied rows are trimmed from the shard; its sequence goes on across a restart, so
+    /// Applied rows are trimmed from the log file; its sequence goes on across a restart, so
     /// nothing logged later is taken for applied; and what a restart finds logged but not
     /// applied is applied then.
     #[tokio::test]
-    async fn the_shard_sequence_survives_trimming_and_restarts() {
+    async fn the_log_sequence_survives_trimming_and_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("cirrus.sqlite3");
         let now = OffsetDateTime::now_utc();
@@ -408,7 +359,7 @@ mod tests {
                 .unwrap();
         }
         let store = SqliteStore::open(&db, true).await.unwrap();
-        assert_eq!(store.checkin_shards_pending(), 2, "PC-3 and PC-4");
+        assert_eq!(store.checkin_log_pending(), 2, "PC-3 and PC-4");
         store
             .record_checkins(&[checkin("PC-5", now)])
             .await
@@ -417,7 +368,7 @@ mod tests {
             devices(&store).await,
             ["PC-1", "PC-2", "PC-3", "PC-4", "PC-5"]
         );
-        assert_eq!(store.checkin_shards_pending(), 0);
+        assert_eq!(store.checkin_log_pending(), 0);
     }
 
     /// Migration 0006 (client_checkins in key order) keeps every stored report.
@@ -452,10 +403,10 @@ mod tests {
         assert_eq!(devices(&store).await, ["PC-0", "PC-2", "pc-1"]);
     }
 
-    /// A shard file replaced by an older or new one (its sequence behind the applied mark)
+    /// A log file replaced by an older or new one (its sequence behind the applied mark)
     /// has everything in it applied, not skipped.
     #[tokio::test]
-    async fn a_shard_behind_the_applied_mark_is_applied_from_the_start() {
+    async fn a_log_file_behind_the_applied_mark_is_applied_from_the_start() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("cirrus.sqlite3");
         let now = OffsetDateTime::now_utc();
@@ -469,11 +420,9 @@ mod tests {
             }
             assert_eq!(store.materialize_checkins(100).await.unwrap(), 5);
         }
-        for k in 0..SHARDS {
-            let shard = shard_path(&db, k);
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", shard.display()));
-            }
+        let log = log_path(&db);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", log.display()));
         }
         let store = SqliteStore::open(&db, true).await.unwrap();
         store.record_checkins(&[checkin("NEW", now)]).await.unwrap();
@@ -483,10 +432,10 @@ mod tests {
     }
 
     #[test]
-    fn shard_statements_read_the_attached_shard() {
-        for statement in shard_statements(1) {
+    fn apply_statements_read_the_attached_log_file() {
+        for statement in apply_statements() {
             assert!(
-                statement.contains("FROM log1.client_checkin_log "),
+                statement.contains("FROM log.client_checkin_log "),
                 "{statement}"
             );
             assert!(
@@ -497,10 +446,10 @@ mod tests {
     }
 
     #[test]
-    fn shard_files_sit_next_to_the_database() {
+    fn the_log_file_sits_next_to_the_database() {
         assert_eq!(
-            shard_path(Path::new("/data/cirrus.sqlite3"), 1),
-            Path::new("/data/cirrus-checkin-log-1.sqlite3")
+            log_path(Path::new("/data/cirrus.sqlite3")),
+            Path::new("/data/cirrus-checkin-log.sqlite3")
         );
     }
 
