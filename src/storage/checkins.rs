@@ -1,12 +1,14 @@
 //! The check-in store (DESIGN §3), shared by both SQL engines like [`super::sql`]: the latest
 //! report per (tenant, user, device) in `client_checkins`, and one `client_checkin_policies`
-//! row per configuration that report applied (keyed by device, so replacing a report is a key
-//! range; each configuration's view is a range of the by-time index).
+//! row per configuration that report applied, keyed (tenant, configuration, time, user, device):
+//! each configuration's view is a range of the key, and replacing a report deletes the old
+//! rows by their exact keys, which the stored report gives (migration 0007).
 //!
 //! A group-committed batch of reports is appended to `client_checkin_log` in one transaction
 //! (what the acknowledgement waits for); runs of log rows are applied to the two keyed tables
 //! later, inside the database, and every view read applies what is pending first (decision 11
-//! in docs/decisions.md). Rows are applied in key order so two instances cannot deadlock.
+//! in docs/decisions.md). SQLite has one writer; on PostgreSQL applying is serialized across
+//! instances by an advisory lock.
 
 use std::sync::LazyLock;
 
@@ -103,61 +105,95 @@ pub static APPLY_LOG_REPORTS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// SQLite: the applied-policy rows of every device in the run go …
-pub const DELETE_LOG_DEVICES_POLICIES: &str = "DELETE FROM client_checkin_policies WHERE (tenant_id, user_id, device_key) IN (SELECT tenant_id, user_id, device_key FROM client_checkin_log WHERE seq BETWEEN $1 AND $2)";
+/// SQLite, before the run's reports are stored: the applied-policy rows of the reports they
+/// may replace go, found by their exact keys from each stored report (its time and
+/// `applied_policies`). Only applying writes `client_checkins` and these rows, so the stored
+/// report's rows are exactly these (deleting a configuration only removes some of them) …
+pub const DELETE_LOG_REPLACED_POLICIES: &str = "DELETE FROM client_checkin_policies WHERE (tenant_id, configuration_id, checkin_date_time, user_id, device_key) IN (\
+     SELECT c.tenant_id, j.value, c.checkin_date_time, c.user_id, c.device_key \
+     FROM client_checkin_log k \
+     JOIN client_checkins c ON c.tenant_id = k.tenant_id AND c.user_id = k.user_id AND c.device_key = k.device_key, \
+     json_each(c.applied_policies) j WHERE k.seq BETWEEN $1 AND $2 AND j.type = 'text')";
 
-/// … and come back from each device's stored report (which may be newer than the run's). A
-/// device logged twice in the run yields its rows twice, and the second time they conflict and
-/// are skipped: cheaper than a `DISTINCT` (a temporary B-tree, measured at 1.8 µs a report).
-pub const INSERT_LOG_DEVICES_POLICIES: &str = "INSERT INTO client_checkin_policies (tenant_id, configuration_id, user_id, device_key, was_successful, checkin_date_time) \
-     SELECT c.tenant_id, j.value, c.user_id, c.device_key, c.was_successful, c.checkin_date_time \
+/// … and, once the reports are stored ([`APPLY_LOG_REPORTS`]), come back from each device's
+/// stored report (which may be newer than the run's, and then is the one whose rows just
+/// went). A device logged twice in the run yields its rows twice, and the second time they
+/// conflict and are skipped: cheaper than a `DISTINCT` (a temporary B-tree, measured at
+/// 1.8 µs a report).
+pub const INSERT_LOG_DEVICES_POLICIES: &str = "INSERT INTO client_checkin_policies (tenant_id, configuration_id, checkin_date_time, user_id, device_key, was_successful) \
+     SELECT c.tenant_id, j.value, c.checkin_date_time, c.user_id, c.device_key, c.was_successful \
      FROM client_checkin_log k \
      JOIN client_checkins c ON c.tenant_id = k.tenant_id AND c.user_id = k.user_id AND c.device_key = k.device_key, \
      json_each(c.applied_policies) j WHERE k.seq BETWEEN $1 AND $2 AND j.type = 'text' \
      ON CONFLICT DO NOTHING";
 
+/// SQLite: a run's statements, in order.
+pub fn apply_log_statements() -> [&'static str; 3] {
+    [
+        DELETE_LOG_REPLACED_POLICIES,
+        APPLY_LOG_REPORTS.as_str(),
+        INSERT_LOG_DEVICES_POLICIES,
+    ]
+}
+
 /// SQLite: the run leaves the log.
 pub const DELETE_LOG_RUN: &str = "DELETE FROM client_checkin_log WHERE seq BETWEEN $1 AND $2";
 
-// PostgreSQL applies the log inside the database too; the run is taken into a temporary
-// table first (rows locked and deleted from the log, so two instances never apply the same
-// one: the second waits for the first, then finds them gone).
+// PostgreSQL applies the log inside the database too: the run is taken into a temporary
+// table first (rows deleted from the log). Applying is serialized across instances by a
+// transaction-level advisory lock ([`APPLY_RUN_BEGIN`]), so each run sees every earlier run
+// committed: the log rows it takes are not being applied by anyone else, and no other
+// transaction changes a stored report between the statements that replace it.
+
+/// PostgreSQL: the apply transaction's start. The advisory lock (one per schema, so separate
+/// schemas, such as the test suite's, do not wait for each other) serializes applying. The
+/// plans: each statement is driven by the run (a temporary table without statistics), and
+/// probing the keyed tables' indexes per row of the run is right, but the planner chose hash
+/// joins over sequential scans of the whole log, of every applied-policy row and of every
+/// stored report — work that grew with the tables (measured: 22 ms per run at 123 k
+/// applied-policy rows for one `DELETE`, 24 ms with index probes at any size).
+pub const APPLY_RUN_BEGIN: &str = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
+     SELECT pg_advisory_xact_lock(1667851890, hashtext(current_schema()))";
 
 /// PostgreSQL: the session's table for the run being applied (emptied at every commit).
 pub const CREATE_CHECKIN_RUN: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS checkin_run (LIKE client_checkin_log) ON COMMIT DELETE ROWS";
 
-/// PostgreSQL: takes the oldest log rows up to `$1`, at most `$2`, into the run.
-///
-/// `FOR UPDATE` is needed although it writes each row twice: without it, while another run
-/// holds the oldest rows, the `LIMIT` still picks those, the `DELETE` waits and then finds them
-/// gone, and a view read's drain takes the empty result for "nothing left" while later rows are
-/// still logged (the benchmark caught that: 7,289 acknowledged reports missing from a read).
-/// Locked rows that vanish drop out of a `FOR UPDATE` subquery and the `LIMIT` reads on.
-pub const TAKE_LOG_INTO_RUN: &str = "WITH taken AS (DELETE FROM client_checkin_log WHERE seq IN (SELECT seq FROM client_checkin_log WHERE seq <= $1 ORDER BY seq LIMIT $2 FOR UPDATE) RETURNING *) INSERT INTO checkin_run SELECT * FROM taken";
+/// PostgreSQL: takes the oldest log rows up to `$1`, at most `$2`, into the run. No `FOR
+/// UPDATE` is needed (it wrote each row twice): under the apply lock no other run holds log
+/// rows, and this statement's snapshot, taken after the lock was granted, has every earlier
+/// run's deletions.
+pub const TAKE_LOG_INTO_RUN: &str = "WITH taken AS (DELETE FROM client_checkin_log WHERE seq IN (SELECT seq FROM client_checkin_log WHERE seq <= $1 ORDER BY seq LIMIT $2) RETURNING *) INSERT INTO checkin_run SELECT * FROM taken";
 
-/// PostgreSQL: the run's latest report per device (an upsert may touch a row once), in key
-/// order so two instances lock rows in the same order.
+/// PostgreSQL, before the run's reports are stored: the applied-policy rows of the reports
+/// they may replace go, found by their exact keys from each stored report (its time and
+/// `applied_policies`; only applying writes these tables, and it is serialized) …
+pub const DELETE_RUN_REPLACED_POLICIES: &str = "DELETE FROM client_checkin_policies p USING (\
+     SELECT c.tenant_id, j.id, c.checkin_date_time, c.user_id, c.device_key \
+     FROM (SELECT DISTINCT tenant_id, user_id, device_key FROM checkin_run) k \
+     JOIN client_checkins c ON c.tenant_id = k.tenant_id AND c.user_id = k.user_id AND c.device_key = k.device_key \
+     CROSS JOIN LATERAL jsonb_array_elements_text(c.applied_policies::jsonb) AS j(id) WHERE j.id IS NOT NULL) o \
+     WHERE p.tenant_id = o.tenant_id AND p.configuration_id = o.id AND p.checkin_date_time = o.checkin_date_time \
+     AND p.user_id = o.user_id AND p.device_key = o.device_key";
+
+/// PostgreSQL: … the run's latest report per device is stored (an upsert may touch a row
+/// once), in key order …
 pub static APPLY_RUN_REPORTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO client_checkins ({CHECKIN_COLUMNS}) SELECT DISTINCT ON (tenant_id, user_id, device_key) {CHECKIN_COLUMNS} FROM checkin_run ORDER BY tenant_id, user_id, device_key, checkin_date_time DESC, seq DESC {UPSERT_CHECKINS_TAIL}"
     )
 });
 
-/// PostgreSQL: the applied-policy rows of every device in the run go …
-pub const DELETE_RUN_DEVICES_POLICIES: &str = "DELETE FROM client_checkin_policies p USING (SELECT DISTINCT tenant_id, user_id, device_key FROM checkin_run) k WHERE p.tenant_id = k.tenant_id AND p.user_id = k.user_id AND p.device_key = k.device_key";
-
-/// … and come back from each device's stored report (which may be newer than the run's).
+/// … and the rows come back from each device's stored report (which may be newer than the
+/// run's, and then is the one whose rows just went).
 ///
 /// No `ON CONFLICT`: nothing can conflict, and a speculative insertion cost about 60 % more
 /// (measured: 8,192 reports' 24,576 rows, about 10 µs a report). The rows are distinct (the
-/// `DISTINCT` also folds a repeated id within one report), the `DELETE` before removed every
-/// stored row of these devices, and no other transaction adds one for them until this one
-/// commits: [`APPLY_RUN_REPORTS`] locked each device's `client_checkins` row (an `ON CONFLICT
-/// DO UPDATE` locks the row even where its `WHERE` skips the update; a new row is this
-/// transaction's own). Should a unique violation come anyway, the run is applied again with
+/// `DISTINCT` also folds a repeated id within one report), [`DELETE_RUN_REPLACED_POLICIES`]
+/// removed the stored rows of these devices, and no other run adds any until this one commits
+/// (the apply lock). Should a unique violation come anyway, the run is applied again with
 /// [`INSERT_RUN_DEVICES_POLICIES_SAFE`].
-pub const INSERT_RUN_DEVICES_POLICIES: &str = "INSERT INTO client_checkin_policies (tenant_id, configuration_id, user_id, device_key, was_successful, checkin_date_time) \
-     SELECT DISTINCT c.tenant_id, j.id, c.user_id, c.device_key, c.was_successful, c.checkin_date_time \
+pub const INSERT_RUN_DEVICES_POLICIES: &str = "INSERT INTO client_checkin_policies (tenant_id, configuration_id, checkin_date_time, user_id, device_key, was_successful) \
+     SELECT DISTINCT c.tenant_id, j.id, c.checkin_date_time, c.user_id, c.device_key, c.was_successful \
      FROM (SELECT DISTINCT tenant_id, user_id, device_key FROM checkin_run) k \
      JOIN client_checkins c ON c.tenant_id = k.tenant_id AND c.user_id = k.user_id AND c.device_key = k.device_key \
      CROSS JOIN LATERAL jsonb_array_elements_text(c.applied_policies::jsonb) AS j(id) WHERE j.id IS NOT NULL";
@@ -166,21 +202,11 @@ pub const INSERT_RUN_DEVICES_POLICIES: &str = "INSERT INTO client_checkin_polici
 pub static INSERT_RUN_DEVICES_POLICIES_SAFE: LazyLock<String> =
     LazyLock::new(|| format!("{INSERT_RUN_DEVICES_POLICIES} ON CONFLICT DO NOTHING"));
 
-/// PostgreSQL: the apply statements' plans, for the transaction. Each is driven by the run (a
-/// temporary table without statistics): probing the keyed tables' indexes per row of the run
-/// is right, but the planner chose hash joins over sequential scans of the whole log, of
-/// every applied-policy row and of every stored report — work that grew with the tables
-/// (measured: 22 ms per run at 123 k applied-policy rows for the `DELETE` alone, 24 ms with
-/// index probes at any size).
-pub const APPLY_RUN_PLANS: &str =
-    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
-
 /// PostgreSQL: a whole check-in batch in one statement (run as its own transaction): the
-/// reports appended to the log from one array per column (`$1`–`$12`), the overrides of the
-/// batch's tenants (`$13`) and of the configurations its reports applied (`$14` tenants and
-/// `$15` ids, pairwise) ended, and one notification per tenant on channel `$16` (payloads
-/// `$17`). Returns the tenants where an override ended, and the rows appended and
-/// notifications sent (selected so the planner cannot drop the `SELECT` that notifies).
+/// reports appended to the log from one array per column (`$1`–`$12`), and the overrides of
+/// the batch's tenants (`$13`) and of the configurations its reports applied (`$14` tenants
+/// and `$15` ids, pairwise) ended. Returns the tenants where an override ended, and the rows
+/// appended.
 pub static APPEND_LOG_BATCH: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH appended AS (\
@@ -191,12 +217,19 @@ pub static APPEND_LOG_BATCH: LazyLock<String> = LazyLock::new(|| {
          configurations AS (\
              UPDATE client_configurations c SET checkin_override = FALSE \
              FROM UNNEST($14::text[], $15::text[]) AS s(tenant_id, id) \
-             WHERE c.tenant_id = s.tenant_id AND c.id = s.id AND c.checkin_override RETURNING c.tenant_id), \
-         notified AS (SELECT pg_notify($16, p) FROM UNNEST($17::text[]) AS p) \
+             WHERE c.tenant_id = s.tenant_id AND c.id = s.id AND c.checkin_override RETURNING c.tenant_id) \
          SELECT ARRAY(SELECT tenant_id FROM office UNION SELECT tenant_id FROM configurations), \
-             (SELECT count(*) FROM appended), (SELECT count(*) FROM notified)"
+             (SELECT count(*) FROM appended)"
     )
 });
+
+/// PostgreSQL: after a batch committed, one notification per tenant on channel `$1`
+/// (payloads `$2`), in a transaction of its own. Not in the batch's transaction: PostgreSQL
+/// holds one database-wide lock from a notifying transaction's commit until its commit is
+/// flushed, so batches that notify commit one at a time and cannot share a WAL flush
+/// (measured: one writer always waiting on it). A transaction that only notifies writes no
+/// WAL and is not flushed, so it holds that lock for microseconds.
+pub const NOTIFY_BATCH: &str = "SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p";
 
 /// The scopes of a check-in batch, whose Graph-PATCH overrides it ends: each tenant, with the
 /// ids of the configurations its reports applied.
@@ -677,5 +710,157 @@ mod tests {
             tenant_view.statuses[0].device_name.as_deref(),
             Some("pc-000")
         );
+
+        // One device twice in one run: only the newer report's configurations count it. And a
+        // report at the stored one's very time replaces it (the later one logged wins).
+        store
+            .record_checkins(&[
+                checkin(&tenant, "PC-002", t0 + time::Duration::seconds(3), &[b]),
+                checkin(&tenant, "PC-002", t0 + time::Duration::seconds(2), &[a, b]),
+                checkin(&tenant, "PC-003", t0, &[b]),
+            ])
+            .await
+            .unwrap();
+        let views = store
+            .configuration_checkin_views(&tenant, &[a, b], since, 1000)
+            .await
+            .unwrap();
+        let names = |id: &Uuid| -> Vec<String> {
+            let mut names: Vec<String> = views[id]
+                .statuses
+                .iter()
+                .map(|s| s.device_name.clone().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(views[&a].statuses.len(), 97, "PC-002 and PC-003 left a");
+        assert!(!names(&a).iter().any(|n| n == "PC-002" || n == "PC-003"));
+        assert_eq!(names(&b), ["PC-002", "PC-003", "pc-000"]);
+        assert_eq!(views[&b].summary.succeeded_user_count, 1);
+    }
+
+    /// Migration 0007 (applied-policy rows keyed by configuration and time) keeps the rows,
+    /// and a migrated row is found by its exact key when its report is replaced.
+    async fn upgrade_keeps_applied_policy_rows(
+        store: impl std::future::Future<Output = Box<dyn crate::storage::Store>>,
+        insert: impl AsyncFnOnce(&str, i64),
+    ) {
+        let tenant = TenantId::parse("contoso").unwrap();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let t0 = OffsetDateTime::now_utc();
+        insert(&a.to_string(), crate::storage::sql::micros(t0)).await;
+        let store = store.await;
+        let since = t0 - time::Duration::hours(1);
+        let views = store
+            .configuration_checkin_views(&tenant, &[a, b], since, 10)
+            .await
+            .unwrap();
+        assert_eq!(views[&a].statuses.len(), 1, "the migrated row counts");
+        store
+            .record_checkins(&[checkin(
+                &tenant,
+                "PC-1",
+                t0 + time::Duration::seconds(1),
+                &[b],
+            )])
+            .await
+            .unwrap();
+        let views = store
+            .configuration_checkin_views(&tenant, &[a, b], since, 10)
+            .await
+            .unwrap();
+        assert!(
+            views[&a].statuses.is_empty(),
+            "the migrated row is replaced"
+        );
+        assert_eq!(views[&b].statuses.len(), 1);
+    }
+
+    /// The stored report of PC-1 applying `$1` at `$2`, and its applied-policy row (columns
+    /// named: migration 0007 reorders them on SQLite).
+    const PRE_0007_REPORT: &str = "INSERT INTO client_checkins (tenant_id, user_id, device_key, device_name, was_successful, checkin_date_time, applied_policies) VALUES ('contoso', '00000000-0000-4000-8000-000000000001', 'pc-1', 'PC-1', TRUE, $2, '[\"' || $1 || '\"]')";
+    const PRE_0007_POLICY: &str = "INSERT INTO client_checkin_policies (tenant_id, configuration_id, user_id, device_key, was_successful, checkin_date_time) VALUES ('contoso', $1, '00000000-0000-4000-8000-000000000001', 'pc-1', TRUE, $2)";
+
+    #[tokio::test]
+    async fn sqlite_upgrade_keeps_applied_policy_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("cirrus.sqlite3");
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        crate::storage::sqlite::MIGRATOR
+            .run_to(6, &pool)
+            .await
+            .unwrap();
+        upgrade_keeps_applied_policy_rows(
+            async {
+                Box::new(SqliteStore::open(&db, true).await.unwrap())
+                    as Box<dyn crate::storage::Store>
+            },
+            async |id: &str, at: i64| {
+                for statement in [PRE_0007_REPORT, PRE_0007_POLICY] {
+                    sqlx::query(statement)
+                        .bind(id)
+                        .bind(at)
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                }
+                pool.close().await;
+            },
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn postgres_upgrade_keeps_applied_policy_rows() {
+        let Ok(admin) = std::env::var("CIRRUS_TEST_DATABASE_URL") else {
+            eprintln!("CIRRUS_TEST_DATABASE_URL unset: PostgreSQL half skipped");
+            return;
+        };
+        let schema = format!("cirrus_unit_{}", Uuid::new_v4().simple());
+        let admin_pool = sqlx::PgPool::connect(&admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin_pool)
+            .await
+            .unwrap();
+        let sep = if admin.contains('?') { '&' } else { '?' };
+        let url = format!("{admin}{sep}options[search_path]={schema}");
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        crate::storage::postgres::MIGRATOR
+            .run_to(6, &pool)
+            .await
+            .unwrap();
+        upgrade_keeps_applied_policy_rows(
+            async {
+                Box::new(
+                    crate::storage::postgres::PostgresStore::connect(
+                        &url,
+                        true,
+                        std::time::Duration::from_secs(5),
+                    )
+                    .await
+                    .unwrap(),
+                ) as Box<dyn crate::storage::Store>
+            },
+            async |id: &str, at: i64| {
+                for statement in [PRE_0007_REPORT, PRE_0007_POLICY] {
+                    sqlx::query(statement)
+                        .bind(id)
+                        .bind(at)
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                }
+                pool.close().await;
+            },
+        )
+        .await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&admin_pool)
+            .await
+            .unwrap();
     }
 }

@@ -182,7 +182,7 @@ impl PostgresStore {
     ) -> Result<usize, sqlx::Error> {
         use super::checkins::*;
         let mut tx = self.begin_checkins().await?;
-        sqlx::raw_sql(APPLY_RUN_PLANS).execute(&mut *tx).await?;
+        sqlx::raw_sql(APPLY_RUN_BEGIN).execute(&mut *tx).await?;
         sqlx::query(CREATE_CHECKIN_RUN).execute(&mut *tx).await?;
         let taken = sqlx::query(TAKE_LOG_INTO_RUN)
             .bind(upto)
@@ -197,8 +197,8 @@ impl PostgresStore {
                 INSERT_RUN_DEVICES_POLICIES
             };
             for statement in [
+                DELETE_RUN_REPLACED_POLICIES,
                 APPLY_RUN_REPORTS.as_str(),
-                DELETE_RUN_DEVICES_POLICIES,
                 insert,
             ] {
                 sqlx::query(statement).execute(&mut *tx).await?;
@@ -208,10 +208,10 @@ impl PostgresStore {
         Ok(usize::try_from(taken).unwrap_or(usize::MAX))
     }
 
-    /// Appends a batch to the log, ends the overrides in its scopes and notifies the other
-    /// instances (their cached views go stale; one notification per tenant per batch), all
-    /// in one statement run as its own transaction: a single round trip per batch, where a
-    /// transaction of separate statements took six.
+    /// Appends a batch to the log and ends the overrides in its scopes in one statement run
+    /// as its own transaction (a single round trip per batch, where a transaction of separate
+    /// statements took six), then notifies the other instances (their cached views go stale;
+    /// one notification per tenant per batch) in a second one ([`NOTIFY_BATCH`] says why).
     async fn append_log(
         &self,
         batch: &[crate::model::Checkin],
@@ -222,7 +222,7 @@ impl PostgresStore {
         let status = |f: fn(&crate::model::CheckinStatus) -> Option<&str>| -> Vec<Option<&str>> {
             batch.iter().map(|c| f(&c.status)).collect()
         };
-        sqlx::query_as::<_, (Vec<String>, i64, i64)>(APPEND_LOG_BATCH.as_str())
+        let cleared = sqlx::query_as::<_, (Vec<String>, i64)>(APPEND_LOG_BATCH.as_str())
             .bind(batch.iter().map(|c| c.tenant.as_str()).collect::<Vec<_>>())
             .bind(
                 batch
@@ -268,6 +268,12 @@ impl PostgresStore {
                     .flat_map(|ids| ids.iter().copied())
                     .collect::<Vec<_>>(),
             )
+            .fetch_one(&self.writer)
+            .await?
+            .0;
+        // The batch is durable: a failed notification must not turn its acknowledgement into
+        // an error. Other instances then serve cached views for at most their lifetime (60 s).
+        if let Err(e) = sqlx::query(NOTIFY_BATCH)
             .bind(changes::CHANNEL)
             .bind(
                 scopes
@@ -276,9 +282,12 @@ impl PostgresStore {
                     .map(|t| changes::notify_payload(&t, Topic::Checkins))
                     .collect::<Vec<_>>(),
             )
-            .fetch_one(&self.writer)
+            .execute(&self.writer)
             .await
-            .map(|(cleared, _, _)| cleared)
+        {
+            tracing::warn!(error = %e, "notifying other instances of a check-in batch failed");
+        }
+        Ok(cleared)
     }
 }
 

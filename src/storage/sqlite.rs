@@ -343,11 +343,7 @@ impl SqliteStore {
         if last < first {
             return Ok(0);
         }
-        for statement in [
-            APPLY_LOG_REPORTS.as_str(),
-            DELETE_LOG_DEVICES_POLICIES,
-            INSERT_LOG_DEVICES_POLICIES,
-        ] {
+        for statement in apply_log_statements() {
             sqlx::query(statement)
                 .bind(first)
                 .bind(last)

@@ -30,9 +30,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection as _, SqliteConnection};
 
 use super::StorageResult;
-use super::checkins::{
-    APPLY_LOG_REPORTS, DELETE_LOG_DEVICES_POLICIES, INSERT_LOG_DEVICES_POLICIES,
-};
+use super::checkins::apply_log_statements;
 use super::sql::map_err;
 
 /// The log file's table: `client_checkin_log` of the main database's migrations (0004), with
@@ -77,12 +75,7 @@ pub fn log_path(db: &Path) -> PathBuf {
 /// The main database's apply statements, reading the log file (attached as `log`).
 fn apply_statements() -> [String; 3] {
     let from = "FROM client_checkin_log ";
-    [
-        APPLY_LOG_REPORTS.as_str(),
-        DELETE_LOG_DEVICES_POLICIES,
-        INSERT_LOG_DEVICES_POLICIES,
-    ]
-    .map(|s| {
+    apply_log_statements().map(|s| {
         debug_assert!(s.contains(from), "{s}");
         s.replace(from, "FROM log.client_checkin_log ")
     })
