@@ -20,10 +20,7 @@ use super::sql::{corrupt, from_micros, parse_json};
 use crate::model::CheckinStatus;
 
 const CHECKIN_COLUMNS: &str = "tenant_id, user_id, device_key, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name";
-/// Parameters per row of [`append_log_sql`] (the log has the columns of `client_checkins`).
-pub const CHECKIN_PARAMS: usize = 12;
-/// Largest chunk of rows (or keys, or ids) one statement carries: at most 12 × 64 = 768
-/// parameters, far below both engines' limits.
+/// Largest chunk of ids one statement carries, far below both engines' parameter limits.
 pub const MAX_CHUNK: usize = 64;
 
 /// Splits `n` rows into chunks whose sizes are powers of two no larger than [`MAX_CHUNK`],
@@ -60,26 +57,41 @@ pub fn chunk_statement(
     }
 }
 
-/// `($first, …), (…)`: `rows` rows of `cols` parameters, numbered from `first`.
-fn value_rows(rows: usize, cols: usize, first: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let params: Vec<String> = (0..cols)
-                .map(|c| format!("${}", first + r * cols + c))
-                .collect();
-            format!("({})", params.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Appends `rows` reports to the check-in log (12 parameters each, in [`CHECKIN_COLUMNS`]
-/// order): what a check-in's acknowledgement waits for.
-pub fn append_log_sql(rows: usize) -> String {
+/// SQLite: appends a batch of reports to the check-in log from one JSON array (`$1`) of one
+/// array per report, in [`CHECKIN_COLUMNS`] order ([`log_rows_json`]): one statement and one
+/// parameter for any batch size. (Bound as 12 parameters a row, a batch took several
+/// statements of up to 64 rows, each a round trip to SQLite's worker thread.)
+pub static APPEND_LOG_JSON: LazyLock<String> = LazyLock::new(|| {
+    let values: Vec<String> = (0..12).map(|i| format!("value ->> {i}")).collect();
     format!(
-        "INSERT INTO client_checkin_log ({CHECKIN_COLUMNS}) VALUES {}",
-        value_rows(rows, CHECKIN_PARAMS, 1)
+        "INSERT INTO client_checkin_log ({CHECKIN_COLUMNS}) SELECT {} FROM json_each($1) ORDER BY key",
+        values.join(", ")
     )
+});
+
+/// `reports` as [`APPEND_LOG_JSON`] reads them.
+pub fn log_rows_json(reports: &[crate::model::Checkin]) -> Result<String, sqlx::Error> {
+    let rows: Vec<_> = reports
+        .iter()
+        .map(|c| {
+            let s = &c.status;
+            (
+                c.tenant.as_str(),
+                s.user_id.as_str(),
+                c.device_key(),
+                s.user_principal_name.as_deref(),
+                s.device_name.as_deref(),
+                s.device_platform.as_deref(),
+                s.device_platform_version.as_deref(),
+                s.was_successful,
+                super::sql::micros(s.checkin_date_time),
+                s.error_message.as_deref(),
+                applied_json(&s.applied_policies),
+                s.last_task_name.as_deref(),
+            )
+        })
+        .collect();
+    serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 /// The last sequence number in the log (0 when empty): what a view read must see applied.
@@ -559,7 +571,8 @@ pub(crate) use checkin_engine;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Checkin, TenantId};
+    use crate::model::{Checkin, CheckinStatus, TenantId};
+    use crate::storage::Store as _;
     use crate::storage::sqlite::SqliteStore;
     use uuid::Uuid;
 
@@ -579,12 +592,9 @@ mod tests {
     #[test]
     fn sqlite_statements_use_anonymous_parameters() {
         assert_eq!(
-            anonymous_params(value_rows(2, 2, 1)),
-            "(?, ?), (?, ?)".to_string()
+            anonymous_params("SELECT $1, ($2)".to_string()),
+            "SELECT ?, (?)".to_string()
         );
-        let append = anonymous_params(append_log_sql(64));
-        assert!(!append.contains('$'));
-        assert_eq!(append.matches('?').count(), 64 * CHECKIN_PARAMS);
         assert_eq!(
             anonymous_params(clear_config_overrides_sql(2))
                 .matches('?')
@@ -597,22 +607,57 @@ mod tests {
     fn chunk_statements_are_built_once_per_size() {
         static CACHE: ChunkStatements = [const { std::sync::OnceLock::new() }; 7];
         for size in [1, 2, 4, 8, 16, 32, 64] {
-            let first = chunk_statement(&CACHE, size, || append_log_sql(size));
-            assert_eq!(first, append_log_sql(size));
+            let first = chunk_statement(&CACHE, size, || clear_config_overrides_sql(size));
+            assert_eq!(first, clear_config_overrides_sql(size));
             let again = chunk_statement(&CACHE, size, || unreachable!("built twice"));
             assert!(std::ptr::eq(first, again));
         }
         assert_eq!(
-            chunk_statement(&CACHE, 3, || append_log_sql(3)),
-            append_log_sql(3)
+            chunk_statement(&CACHE, 3, || clear_config_overrides_sql(3)),
+            clear_config_overrides_sql(3)
         );
     }
 
     #[test]
     fn statements_number_their_parameters_in_order() {
-        assert_eq!(value_rows(2, 3, 1), "($1, $2, $3), ($4, $5, $6)");
-        assert!(append_log_sql(2).contains("($13, $14,"));
         assert!(clear_config_overrides_sql(2).ends_with("id IN ($4, $5)"));
+    }
+
+    /// Every column of a report goes through the JSON batch and back as stored: text, nulls,
+    /// the outcome (a JSON boolean, stored as 0/1), the time and `appliedPolicies` (a JSON
+    /// text inside the JSON).
+    #[tokio::test]
+    async fn a_logged_report_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("checkins.sqlite3"), true)
+            .await
+            .unwrap();
+        let tenant = TenantId::parse("contoso").unwrap();
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_764_000_000_123_456_000).unwrap();
+        let mut failed = checkin(&tenant, "PC-\"Ω\"\\1", at, &[Uuid::nil()]);
+        failed.status.was_successful = false;
+        failed.status.error_message = Some("0x80070005 \"denied\"\n".into());
+        failed.status.last_task_name = Some("PolicySync".into());
+        failed.status.applied_policies.push(None);
+        let bare = Checkin {
+            status: CheckinStatus {
+                user_principal_name: None,
+                device_platform: None,
+                ..checkin(&tenant, "pc-2", at, &[]).status
+            },
+            ..checkin(&tenant, "pc-2", at, &[])
+        };
+        store
+            .record_checkins(&[failed.clone(), bare.clone()])
+            .await
+            .unwrap();
+        let mut statuses = store
+            .tenant_checkin_view(&tenant, at - time::Duration::hours(1), 10)
+            .await
+            .unwrap()
+            .statuses;
+        statuses.sort_by(|a, b| a.device_name.cmp(&b.device_name));
+        assert_eq!(statuses, [failed.status, bare.status]);
     }
 
     fn checkin(tenant: &TenantId, device: &str, at: OffsetDateTime, applied: &[Uuid]) -> Checkin {
