@@ -176,10 +176,10 @@ const BACKGROUND_NICE: i32 = 10;
 /// on a busy machine the threads an acknowledgement waits for (HTTP, the check-in log's
 /// writer) run first and applying the log takes the time left over. Applying cannot fall
 /// behind for good: past its bound (16,384 pending reports) the log's writers wait, the
-/// machine goes idle and the applier catches up. Under check-in load on two cores an
-/// acknowledgement batch took 1.1 ms on average at the same priority and 0.8 ms with the
-/// applier at nice 10 (`docs/benchmarks.md`). Lowering a thread's own priority needs no
-/// privilege; where it fails (or off Linux) nothing changes.
+/// machine goes idle and the applier catches up. Under check-in load on two cores a batch of
+/// the log took 1.2–2.1 ms to commit on average with the applier at the same priority, and
+/// 0.8–1.0 ms with it at nice 10 (two runs each, `docs/benchmarks.md`). Lowering a thread's
+/// priority needs no privilege; where it fails (or off Linux) nothing changes.
 fn background_priority() {
     #[cfg(target_os = "linux")]
     {
