@@ -545,7 +545,7 @@ engine_tests!(
 );
 
 /// Two instances on one PostgreSQL: B caches its views; a check-in through A reaches them
-/// (NOTIFY from the batch's transaction), well before the cache's time limit.
+/// (NOTIFY right after the batch commits), well before the cache's time limit.
 #[tokio::test]
 async fn a_checkin_through_one_instance_refreshes_the_others_views() {
     if postgres_url().is_none() {

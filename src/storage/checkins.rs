@@ -235,7 +235,7 @@ pub static APPEND_LOG_BATCH: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// PostgreSQL: after a batch committed, one notification per tenant on channel `$1`
+/// PostgreSQL: after batches committed, one notification per tenant on channel `$1`
 /// (payloads `$2`), in a transaction of its own. Not in the batch's transaction: PostgreSQL
 /// holds one database-wide lock from a notifying transaction's commit until its commit is
 /// flushed, so batches that notify commit one at a time and cannot share a WAL flush

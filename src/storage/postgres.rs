@@ -33,6 +33,34 @@ pub struct PostgresStore {
     changes: Arc<ChangeFeed>,
     /// Unused on PostgreSQL (the Graph transactions' hook is shared with SQLite).
     overrides: Arc<super::sqlite_log::OverriddenTenants>,
+    /// Check-in notifications to send ([`notify_checkins`]).
+    checkin_notices: tokio::sync::mpsc::UnboundedSender<Vec<String>>,
+}
+
+/// Sends the check-in notifications of committed batches (payloads), coalescing what queued
+/// up while the previous ones were sent: one statement in flight at a time, so a batch's
+/// writer never waits for its notifications (the batch is durable and acknowledged without
+/// them; the other instances hear of it a round trip later). Stops once the store is gone.
+async fn notify_checkins(
+    pool: PgPool,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Vec<String>>,
+) {
+    use super::checkins::NOTIFY_BATCH;
+    while let Some(first) = queue.recv().await {
+        let mut payloads: std::collections::BTreeSet<String> = first.into_iter().collect();
+        while let Ok(more) = queue.try_recv() {
+            payloads.extend(more);
+        }
+        if let Err(e) = sqlx::query(NOTIFY_BATCH)
+            .bind(changes::CHANNEL)
+            .bind(payloads.into_iter().collect::<Vec<_>>())
+            .execute(&pool)
+            .await
+        {
+            // Other instances then serve cached views for at most their lifetime (60 s).
+            tracing::warn!(error = %e, "notifying other instances of check-ins failed");
+        }
+    }
 }
 
 /// How long a request waits for a connection before answering 503: short, so an outage
@@ -66,11 +94,14 @@ impl PostgresStore {
                 .await
                 .context("applying PostgreSQL migrations")?;
         }
+        let (checkin_notices, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(notify_checkins(pool.clone(), queue));
         Ok(Self {
             reader: pool.clone(),
             writer: pool,
             changes: ChangeFeed::local(),
             overrides: Default::default(),
+            checkin_notices,
         })
     }
 
@@ -210,8 +241,9 @@ impl PostgresStore {
 
     /// Appends a batch to the log and ends the overrides in its scopes in one statement run
     /// as its own transaction (a single round trip per batch, where a transaction of separate
-    /// statements took six), then notifies the other instances (their cached views go stale;
-    /// one notification per tenant per batch) in a second one ([`NOTIFY_BATCH`] says why).
+    /// statements took six), then queues the notifications of the other instances (their
+    /// cached views go stale; one per tenant) for [`notify_checkins`] to send in a transaction
+    /// of their own ([`NOTIFY_BATCH`] says why).
     async fn append_log(
         &self,
         batch: &[crate::model::Checkin],
@@ -271,22 +303,13 @@ impl PostgresStore {
             .fetch_one(&self.writer)
             .await?
             .0;
-        // The batch is durable: a failed notification must not turn its acknowledgement into
-        // an error. Other instances then serve cached views for at most their lifetime (60 s).
-        if let Err(e) = sqlx::query(NOTIFY_BATCH)
-            .bind(changes::CHANNEL)
-            .bind(
-                scopes
-                    .keys()
-                    .filter_map(|t| TenantId::parse(t))
-                    .map(|t| changes::notify_payload(&t, Topic::Checkins))
-                    .collect::<Vec<_>>(),
-            )
-            .execute(&self.writer)
-            .await
-        {
-            tracing::warn!(error = %e, "notifying other instances of a check-in batch failed");
-        }
+        let _ = self.checkin_notices.send(
+            scopes
+                .keys()
+                .filter_map(|t| TenantId::parse(t))
+                .map(|t| changes::notify_payload(&t, Topic::Checkins))
+                .collect(),
+        );
         Ok(cleared)
     }
 }
