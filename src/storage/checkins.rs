@@ -673,37 +673,69 @@ mod tests {
         newest_report_per_device(&store).await;
     }
 
+    /// A schema of its own on the test PostgreSQL (`None`, reported, without
+    /// `CIRRUS_TEST_DATABASE_URL`), dropped by [`TestSchema::drop`].
+    struct TestSchema {
+        admin: sqlx::PgPool,
+        name: String,
+        /// The server's URL with the schema as the search path.
+        url: String,
+    }
+
+    impl TestSchema {
+        async fn create() -> Option<Self> {
+            let Ok(admin) = std::env::var("CIRRUS_TEST_DATABASE_URL") else {
+                eprintln!("CIRRUS_TEST_DATABASE_URL unset: PostgreSQL half skipped");
+                return None;
+            };
+            let name = format!("cirrus_unit_{}", Uuid::new_v4().simple());
+            let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+            let sep = if admin.contains('?') { '&' } else { '?' };
+            let url = format!("{admin}{sep}options[search_path]={name}");
+            Some(Self {
+                admin: pool,
+                name,
+                url,
+            })
+        }
+
+        async fn store(&self) -> crate::storage::postgres::PostgresStore {
+            crate::storage::postgres::PostgresStore::connect(
+                &self.url,
+                true,
+                std::time::Duration::from_secs(5),
+            )
+            .await
+            .unwrap()
+        }
+
+        async fn drop(self) {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA {} CASCADE",
+                self.name
+            )))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+        }
+    }
+
     /// The same on PostgreSQL, in a schema of its own (skipped without
     /// `CIRRUS_TEST_DATABASE_URL`).
     #[tokio::test]
     async fn postgres_keeps_the_newest_report_per_device() {
-        let Ok(admin) = std::env::var("CIRRUS_TEST_DATABASE_URL") else {
-            eprintln!("CIRRUS_TEST_DATABASE_URL unset: PostgreSQL half skipped");
+        let Some(schema) = TestSchema::create().await else {
             return;
         };
-        let schema = format!("cirrus_unit_{}", Uuid::new_v4().simple());
-        let pool = sqlx::PgPool::connect(&admin).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&pool)
-            .await
-            .unwrap();
-        let sep = if admin.contains('?') { '&' } else { '?' };
-        let url = format!("{admin}{sep}options[search_path]={schema}");
-        let store = crate::storage::postgres::PostgresStore::connect(
-            &url,
-            true,
-            std::time::Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-        newest_report_per_device(&store).await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(&pool)
-            .await
-            .unwrap();
+        newest_report_per_device(&schema.store().await).await;
+        schema.drop().await;
     }
 
-    /// A batch larger than one statement chunk is stored whole; a device's newer report
+    /// A batch of 100 reports is stored whole; a device's newer report
     /// replaces its applied-policy rows; an older report (another instance's, say) is neither
     /// stored nor allowed to touch the newer one's rows. Reports pass through the check-in log
     /// and are applied when the views are read.
@@ -861,35 +893,16 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_upgrade_keeps_applied_policy_rows() {
-        let Ok(admin) = std::env::var("CIRRUS_TEST_DATABASE_URL") else {
-            eprintln!("CIRRUS_TEST_DATABASE_URL unset: PostgreSQL half skipped");
+        let Some(schema) = TestSchema::create().await else {
             return;
         };
-        let schema = format!("cirrus_unit_{}", Uuid::new_v4().simple());
-        let admin_pool = sqlx::PgPool::connect(&admin).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&admin_pool)
-            .await
-            .unwrap();
-        let sep = if admin.contains('?') { '&' } else { '?' };
-        let url = format!("{admin}{sep}options[search_path]={schema}");
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let pool = sqlx::PgPool::connect(&schema.url).await.unwrap();
         crate::storage::postgres::MIGRATOR
             .run_to(6, &pool)
             .await
             .unwrap();
         upgrade_keeps_applied_policy_rows(
-            async {
-                Box::new(
-                    crate::storage::postgres::PostgresStore::connect(
-                        &url,
-                        true,
-                        std::time::Duration::from_secs(5),
-                    )
-                    .await
-                    .unwrap(),
-                ) as Box<dyn crate::storage::Store>
-            },
+            async { Box::new(schema.store().await) as Box<dyn crate::storage::Store> },
             async |id: &str, at: i64| {
                 for statement in [PRE_0007_REPORT, PRE_0007_POLICY] {
                     sqlx::query(statement)
@@ -903,9 +916,6 @@ mod tests {
             },
         )
         .await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(&admin_pool)
-            .await
-            .unwrap();
+        schema.drop().await;
     }
 }

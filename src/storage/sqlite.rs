@@ -230,8 +230,8 @@ async fn checkpoint_in_background(mut conn: sqlx::SqliteConnection, store: Weak<
     }
 }
 
-/// The check-in log on SQLite: appended with multi-row statements, applied inside the
-/// database (no row crosses into the process).
+/// The check-in log on SQLite: a batch appended with one statement (a JSON array), applied
+/// inside the database (no row crosses into the process).
 impl SqliteStore {
     /// Appends a batch to the log durably. Unless a tenant of the batch has an override of its
     /// check-in views set, to the log file (nothing else to do); otherwise to this database's
