@@ -20,43 +20,6 @@ use super::sql::{corrupt, from_micros, parse_json};
 use crate::model::CheckinStatus;
 
 const CHECKIN_COLUMNS: &str = "tenant_id, user_id, device_key, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name";
-/// Largest chunk of ids one statement carries, far below both engines' parameter limits.
-pub const MAX_CHUNK: usize = 64;
-
-/// Splits `n` rows into chunks whose sizes are powers of two no larger than [`MAX_CHUNK`],
-/// largest first: a batch takes a handful of statements, and the statement texts are few (one
-/// per size), so the prepared-statement cache keeps them all.
-pub fn chunk_sizes(mut n: usize) -> Vec<usize> {
-    let mut sizes = Vec::new();
-    while n > 0 {
-        let size = if n >= MAX_CHUNK {
-            MAX_CHUNK
-        } else {
-            1 << n.ilog2()
-        };
-        sizes.push(size);
-        n -= size;
-    }
-    sizes
-}
-
-/// One statement text per chunk size ([`chunk_sizes`]: powers of two up to [`MAX_CHUNK`]).
-pub type ChunkStatements = [std::sync::OnceLock<String>; 7];
-
-/// The statement for a chunk of `size` rows, built once per process: otherwise every batch
-/// formats hundreds of parameter placeholders again.
-pub fn chunk_statement(
-    cache: &'static ChunkStatements,
-    size: usize,
-    build: impl FnOnce() -> String,
-) -> &'static str {
-    match cache.get(size.ilog2() as usize) {
-        Some(slot) if size.is_power_of_two() => slot.get_or_init(build).as_str(),
-        // Not a size `chunk_sizes` makes; kept correct rather than cached.
-        _ => Box::leak(build().into_boxed_str()),
-    }
-}
-
 /// SQLite: appends a batch of reports to the check-in log from one JSON array (`$1`) of one
 /// array per report, in [`CHECKIN_COLUMNS`] order ([`log_rows_json`]): one statement and one
 /// parameter for any batch size. (Bound as 12 parameters a row, a batch took several
@@ -252,15 +215,10 @@ pub type CheckinScopes<'a> =
 /// tenant, `$3` true. (PostgreSQL does this inside [`APPEND_LOG_BATCH`].)
 pub const CLEAR_OFFICE_OVERRIDE: &str = "UPDATE office_configurations SET checkin_override = $1 WHERE tenant_id = $2 AND checkin_override = $3";
 
-/// SQLite: the same for `ids` configurations of one tenant: `$1` false, `$2` tenant, `$3`
-/// true, then the ids.
-pub fn clear_config_overrides_sql(ids: usize) -> String {
-    let list: Vec<String> = (0..ids).map(|i| format!("${}", i + 4)).collect();
-    format!(
-        "UPDATE client_configurations SET checkin_override = $1 WHERE tenant_id = $2 AND checkin_override = $3 AND id IN ({})",
-        list.join(", ")
-    )
-}
+/// SQLite: the same for configurations of one tenant: `$1` false, `$2` tenant, `$3` true,
+/// `$4` the ids as a JSON array of strings (one statement for any number of them).
+pub const CLEAR_CONFIG_OVERRIDES: &str = "UPDATE client_configurations SET checkin_override = $1 WHERE tenant_id = $2 AND checkin_override = $3 AND id IN (SELECT value FROM json_each($4))";
+
 pub const DELETE_CONFIG_CHECKINS: &str =
     "DELETE FROM client_checkin_policies WHERE tenant_id = $1 AND configuration_id = $2";
 
@@ -577,50 +535,11 @@ mod tests {
     use uuid::Uuid;
 
     #[test]
-    fn chunks_are_powers_of_two_up_to_the_max() {
-        assert!(chunk_sizes(0).is_empty());
-        assert_eq!(chunk_sizes(1), [1]);
-        assert_eq!(chunk_sizes(100), [64, 32, 4]);
-        assert_eq!(chunk_sizes(130), [64, 64, 2]);
-        for n in 0..1000 {
-            let sizes = chunk_sizes(n);
-            assert_eq!(sizes.iter().sum::<usize>(), n);
-            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= MAX_CHUNK));
-        }
-    }
-
-    #[test]
     fn sqlite_statements_use_anonymous_parameters() {
         assert_eq!(
             anonymous_params("SELECT $1, ($2)".to_string()),
             "SELECT ?, (?)".to_string()
         );
-        assert_eq!(
-            anonymous_params(clear_config_overrides_sql(2))
-                .matches('?')
-                .count(),
-            5
-        );
-    }
-
-    #[test]
-    fn chunk_statements_are_built_once_per_size() {
-        static CACHE: ChunkStatements = [const { std::sync::OnceLock::new() }; 7];
-        for size in [1, 2, 4, 8, 16, 32, 64] {
-            let first = chunk_statement(&CACHE, size, || clear_config_overrides_sql(size));
-            assert_eq!(first, clear_config_overrides_sql(size));
-            let again = chunk_statement(&CACHE, size, || unreachable!("built twice"));
-            assert!(std::ptr::eq(first, again));
-        }
-        assert_eq!(
-            chunk_statement(&CACHE, 3, || clear_config_overrides_sql(3)),
-            clear_config_overrides_sql(3)
-        );
-    }
-
-    #[test]
-    fn statements_number_their_parameters_in_order() {
-        assert!(clear_config_overrides_sql(2).ends_with("id IN ($4, $5)"));
     }
 
     /// Every column of a report goes through the JSON batch and back as stored: text, nulls,

@@ -272,21 +272,15 @@ impl SqliteStore {
                 .rows_affected()
                 > 0;
             let ids: Vec<&str> = ids.iter().copied().collect();
-            let mut at = 0;
-            for size in chunk_sizes(ids.len()) {
-                static CLEAR: ChunkStatements = [const { std::sync::OnceLock::new() }; 7];
-                let mut q = sqlx::query(chunk_statement(&CLEAR, size, || {
-                    anonymous_params(clear_config_overrides_sql(size))
-                }))
+            changed |= sqlx::query(CLEAR_CONFIG_OVERRIDES)
                 .bind(false)
                 .bind(*tenant)
-                .bind(true);
-                for id in &ids[at..at + size] {
-                    q = q.bind(*id);
-                }
-                changed |= q.execute(&mut *tx).await?.rows_affected() > 0;
-                at += size;
-            }
+                .bind(true)
+                .bind(serde_json::to_string(&ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
             if changed {
                 cleared.push((*tenant).to_string());
             }
