@@ -127,8 +127,15 @@ pub const DELETE_LOG_RUN: &str = "DELETE FROM client_checkin_log WHERE seq BETWE
 /// joins over sequential scans of the whole log, of every applied-policy row and of every
 /// stored report — work that grew with the tables (measured: 22 ms per run at 123 k
 /// applied-policy rows for one `DELETE`, 24 ms with index probes at any size).
-pub const APPLY_RUN_BEGIN: &str = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
-     SELECT pg_advisory_xact_lock(1667851890, hashtext(current_schema()))";
+pub static APPLY_RUN_BEGIN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
+         SELECT pg_advisory_xact_lock({APPLY_LOCK})"
+    )
+});
+
+/// PostgreSQL: the apply lock's two keys ('cirr' and the schema).
+pub const APPLY_LOCK: &str = "1667851890, hashtext(current_schema())";
 
 /// PostgreSQL: the session's table for the run being applied (emptied at every commit).
 pub const CREATE_CHECKIN_RUN: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS checkin_run (LIKE client_checkin_log) ON COMMIT DELETE ROWS";
@@ -737,16 +744,16 @@ mod tests {
     }
 
     /// Migration 0007 (applied-policy rows keyed by configuration and time) keeps the rows,
-    /// and a migrated row is found by its exact key when its report is replaced.
+    /// and a migrated row is found by its exact key when its report is replaced: `store` was
+    /// opened on a database migrated to 0006 holding PC-1's report applying `a` at `t0`
+    /// ([`insert_pre_0007`]).
     async fn upgrade_keeps_applied_policy_rows(
-        store: impl std::future::Future<Output = Box<dyn crate::storage::Store>>,
-        insert: impl AsyncFnOnce(&str, i64),
+        store: &dyn crate::storage::Store,
+        a: Uuid,
+        t0: OffsetDateTime,
     ) {
         let tenant = TenantId::parse("contoso").unwrap();
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let t0 = OffsetDateTime::now_utc();
-        insert(&a.to_string(), crate::storage::sql::micros(t0)).await;
-        let store = store.await;
+        let b = Uuid::new_v4();
         let since = t0 - time::Duration::hours(1);
         let views = store
             .configuration_checkin_views(&tenant, &[a, b], since, 10)
@@ -773,10 +780,24 @@ mod tests {
         assert_eq!(views[&b].statuses.len(), 1);
     }
 
-    /// The stored report of PC-1 applying `$1` at `$2`, and its applied-policy row (columns
-    /// named: migration 0007 reorders them on SQLite).
-    const PRE_0007_REPORT: &str = "INSERT INTO client_checkins (tenant_id, user_id, device_key, device_name, was_successful, checkin_date_time, applied_policies) VALUES ('contoso', '00000000-0000-4000-8000-000000000001', 'pc-1', 'PC-1', TRUE, $2, '[\"' || $1 || '\"]')";
-    const PRE_0007_POLICY: &str = "INSERT INTO client_checkin_policies (tenant_id, configuration_id, user_id, device_key, was_successful, checkin_date_time) VALUES ('contoso', $1, '00000000-0000-4000-8000-000000000001', 'pc-1', TRUE, $2)";
+    /// Stores, in a database at migration 0006 (`$pool`, either engine's), PC-1's report
+    /// applying `$a` at `$t0` and its applied-policy row (columns named: 0007 reorders them
+    /// on SQLite).
+    macro_rules! insert_pre_0007 {
+        ($pool:expr, $a:expr, $t0:expr) => {
+            for statement in [
+                "INSERT INTO client_checkins (tenant_id, user_id, device_key, device_name, was_successful, checkin_date_time, applied_policies) VALUES ('contoso', '00000000-0000-4000-8000-000000000001', 'pc-1', 'PC-1', TRUE, $2, '[\"' || $1 || '\"]')",
+                "INSERT INTO client_checkin_policies (tenant_id, configuration_id, user_id, device_key, was_successful, checkin_date_time) VALUES ('contoso', $1, '00000000-0000-4000-8000-000000000001', 'pc-1', TRUE, $2)",
+            ] {
+                sqlx::query(statement)
+                    .bind($a.to_string())
+                    .bind(crate::storage::sql::micros($t0))
+                    .execute(&$pool)
+                    .await
+                    .unwrap();
+            }
+        };
+    }
 
     #[tokio::test]
     async fn sqlite_upgrade_keeps_applied_policy_rows() {
@@ -790,24 +811,11 @@ mod tests {
             .run_to(6, &pool)
             .await
             .unwrap();
-        upgrade_keeps_applied_policy_rows(
-            async {
-                Box::new(SqliteStore::open(&db, true).await.unwrap())
-                    as Box<dyn crate::storage::Store>
-            },
-            async |id: &str, at: i64| {
-                for statement in [PRE_0007_REPORT, PRE_0007_POLICY] {
-                    sqlx::query(statement)
-                        .bind(id)
-                        .bind(at)
-                        .execute(&pool)
-                        .await
-                        .unwrap();
-                }
-                pool.close().await;
-            },
-        )
-        .await;
+        let (a, t0) = (Uuid::new_v4(), OffsetDateTime::now_utc());
+        insert_pre_0007!(pool, a, t0);
+        pool.close().await;
+        let store = SqliteStore::open(&db, true).await.unwrap();
+        upgrade_keeps_applied_policy_rows(&store, a, t0).await;
     }
 
     #[tokio::test]
@@ -820,21 +828,58 @@ mod tests {
             .run_to(6, &pool)
             .await
             .unwrap();
-        upgrade_keeps_applied_policy_rows(
-            async { Box::new(schema.store().await) as Box<dyn crate::storage::Store> },
-            async |id: &str, at: i64| {
-                for statement in [PRE_0007_REPORT, PRE_0007_POLICY] {
-                    sqlx::query(statement)
-                        .bind(id)
-                        .bind(at)
-                        .execute(&pool)
-                        .await
-                        .unwrap();
-                }
-                pool.close().await;
-            },
-        )
-        .await;
+        let (a, t0) = (Uuid::new_v4(), OffsetDateTime::now_utc());
+        insert_pre_0007!(pool, a, t0);
+        pool.close().await;
+        upgrade_keeps_applied_policy_rows(&schema.store().await, a, t0).await;
+        schema.drop().await;
+    }
+
+    /// On PostgreSQL applying takes the schema's apply lock: while another session holds it,
+    /// nothing is applied (the exact-key delete relies on no other run changing a stored
+    /// report meanwhile); once it is released, the run goes through.
+    #[tokio::test]
+    async fn postgres_applying_waits_for_the_apply_lock() {
+        let Some(schema) = TestSchema::create().await else {
+            return;
+        };
+        let store = std::sync::Arc::new(schema.store().await);
+        let tenant = TenantId::parse("contoso").unwrap();
+        store
+            .record_checkins(&[checkin(&tenant, "PC-1", OffsetDateTime::now_utc(), &[])])
+            .await
+            .unwrap();
+        let mut holder = <sqlx::PgConnection as sqlx::Connection>::connect(&schema.url)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_advisory_lock({APPLY_LOCK})"
+        )))
+        .execute(&mut holder)
+        .await
+        .unwrap();
+        let apply = tokio::spawn({
+            let store = store.clone();
+            async move { store.materialize_checkins(100).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        assert!(
+            !apply.is_finished(),
+            "applied while another run held the lock"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_advisory_unlock({APPLY_LOCK})"
+        )))
+        .execute(&mut holder)
+        .await
+        .unwrap();
+        let applied = tokio::time::timeout(std::time::Duration::from_secs(20), apply)
+            .await
+            .expect("applied once the lock was released")
+            .unwrap()
+            .unwrap();
+        assert_eq!(applied, 1);
+        drop(store);
         schema.drop().await;
     }
 }

@@ -213,7 +213,9 @@ impl PostgresStore {
     ) -> Result<usize, sqlx::Error> {
         use super::checkins::*;
         let mut tx = self.begin_checkins().await?;
-        sqlx::raw_sql(APPLY_RUN_BEGIN).execute(&mut *tx).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(APPLY_RUN_BEGIN.as_str()))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(CREATE_CHECKIN_RUN).execute(&mut *tx).await?;
         let taken = sqlx::query(TAKE_LOG_INTO_RUN)
             .bind(upto)
