@@ -24,10 +24,16 @@ const CHECKIN_COLUMNS: &str = "tenant_id, user_id, device_key, user_principal_na
 /// array per report, in [`CHECKIN_COLUMNS`] order ([`log_rows_json`]): one statement and one
 /// parameter for any batch size. (Bound as 12 parameters a row, a batch took several
 /// statements of up to 64 rows, each a round trip to SQLite's worker thread.)
+///
+/// `jsonb_each`, not `json_each`: `json_each` hands each report's array over as text, which
+/// every one of the 12 `->>` parses again; `jsonb_each` hands it over in SQLite's binary JSON,
+/// which `->>` reads in place. Measured (CPU of one batch of 24 reports, fsync excluded):
+/// 264 µs with `json_each`, 144 µs with `jsonb_each` — on the acknowledgement's critical
+/// path, as the log file has one writer.
 pub static APPEND_LOG_JSON: LazyLock<String> = LazyLock::new(|| {
     let values: Vec<String> = (0..12).map(|i| format!("value ->> {i}")).collect();
     format!(
-        "INSERT INTO client_checkin_log ({CHECKIN_COLUMNS}) SELECT {} FROM json_each($1) ORDER BY key",
+        "INSERT INTO client_checkin_log ({CHECKIN_COLUMNS}) SELECT {} FROM jsonb_each($1) ORDER BY key",
         values.join(", ")
     )
 });
