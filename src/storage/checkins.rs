@@ -143,6 +143,19 @@ pub static APPLY_RUN_BEGIN: LazyLock<String> = LazyLock::new(|| {
 /// PostgreSQL: the apply lock's two keys ('cirr' and the schema).
 pub const APPLY_LOCK: &str = "1667851890, hashtext(current_schema())";
 
+/// PostgreSQL: whether the statistics of the applied tables are stale enough to mislead the
+/// apply statements' plans — `client_checkins` has more than doubled (in pages) since they
+/// were last taken. Statistics taken while the table held a row or two (autovacuum analyzes a
+/// table after its first 50 changes) say `tenant_id` is unique; the planner then probes the
+/// stored reports of each run row through the by-time index on `tenant_id` alone, reading
+/// every report of the tenant per row — measured: one run's applied-policy insert took 7.4 s,
+/// and one `DELETE` was still running after 17 minutes (the backlog bound then stops
+/// acknowledgements). Retaken at every doubling, they are right from about 1,000 reports on,
+/// at a cost of a `log2` of the table's size of `ANALYZE`s.
+pub const CHECKIN_STATISTICS_STALE: &str = "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int8 > GREATEST(2 * c.relpages, 16) FROM pg_class c WHERE c.oid = 'client_checkins'::regclass";
+/// PostgreSQL: retakes the statistics of the applied tables.
+pub const ANALYZE_CHECKIN_TABLES: &str = "ANALYZE client_checkins, client_checkin_policies";
+
 /// PostgreSQL: the session's table for the run being applied (emptied at every commit).
 pub const CREATE_CHECKIN_RUN: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS checkin_run (LIKE client_checkin_log) ON COMMIT DELETE ROWS";
 
@@ -838,6 +851,64 @@ mod tests {
         insert_pre_0007!(pool, a, t0);
         pool.close().await;
         upgrade_keeps_applied_policy_rows(&schema.store().await, a, t0).await;
+        schema.drop().await;
+    }
+
+    /// Applying retakes the tables' statistics as the stored reports grow: with those of a
+    /// one-row table (autovacuum's after the first changes) the apply statements' probe of the
+    /// stored reports went through the by-time index, reading every report of the tenant per
+    /// run row. Fails without the refresh (statistics of 1 report; the by-time plan).
+    #[tokio::test]
+    async fn postgres_apply_retakes_statistics_as_the_reports_grow() {
+        let Some(schema) = TestSchema::create().await else {
+            return;
+        };
+        let store = schema.store().await;
+        let tenant = TenantId::parse("contoso").unwrap();
+        let now = OffsetDateTime::now_utc();
+        let applied = [Uuid::new_v4()];
+        store
+            .record_checkins(&[checkin(&tenant, "PC-0", now, &applied)])
+            .await
+            .unwrap();
+        store.materialize_checkins(100).await.unwrap();
+        // What autovacuum does after a table's first changes: statistics of one row, in
+        // which `tenant_id` looks unique.
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&schema.url)
+            .await
+            .unwrap();
+        sqlx::query("ANALYZE client_checkins")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for b in 0..30 {
+            let batch: Vec<_> = (0..100)
+                .map(|d| checkin(&tenant, &format!("PC-{b}-{d}"), now, &applied))
+                .collect();
+            store.record_checkins(&batch).await.unwrap();
+            store.materialize_checkins(8192).await.unwrap();
+        }
+        let analyzed: f32 = sqlx::query_scalar(
+            "SELECT reltuples FROM pg_class WHERE oid = 'client_checkins'::regclass",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert!(analyzed >= 1000.0, "statistics of {analyzed} reports");
+        // The plan of the apply statements' probe, with the run as a table like theirs and
+        // the apply transaction's join settings.
+        sqlx::raw_sql("SET enable_hashjoin = off; SET enable_mergejoin = off; CREATE TEMPORARY TABLE run AS SELECT tenant_id, user_id, device_key FROM client_checkins LIMIT 500")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let plan: String = sqlx::query_scalar("EXPLAIN (FORMAT JSON) SELECT c.device_name FROM run k JOIN client_checkins c ON c.tenant_id = k.tenant_id AND c.user_id = k.user_id AND c.device_key = k.device_key")
+            .fetch_one(&mut conn)
+            .await
+            .map(|v: serde_json::Value| v.to_string())
+            .unwrap();
+        assert!(!plan.contains("client_checkins_by_time"), "{plan}");
+        drop(conn);
+        drop(store);
         schema.drop().await;
     }
 

@@ -194,12 +194,37 @@ impl PostgresStore {
     /// and removes them from the log, in one transaction, inside the database; returns how
     /// many it applied.
     async fn materialize_log(&self, upto: i64, limit: usize) -> StorageResult<usize> {
-        match self.apply_log_run(upto, limit, false).await {
+        let applied = match self.apply_log_run(upto, limit, false).await {
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
                 tracing::warn!(error = %e, "applying the check-in log met an applied-policy row it did not expect; applying the run again, skipping existing rows");
                 self.apply_log_run(upto, limit, true).await.map_err(map_err)
             }
             other => other.map_err(map_err),
+        }?;
+        if applied > 0 {
+            self.refresh_checkin_statistics().await;
+        }
+        Ok(applied)
+    }
+
+    /// Retakes the applied tables' statistics once `client_checkins` has doubled since they
+    /// were taken ([`super::checkins::CHECKIN_STATISTICS_STALE`] says why). Best effort: the
+    /// reports are applied either way, and autovacuum retakes them eventually.
+    async fn refresh_checkin_statistics(&self) {
+        use super::checkins::{ANALYZE_CHECKIN_TABLES, CHECKIN_STATISTICS_STALE};
+        let stale = sqlx::query_scalar::<_, bool>(CHECKIN_STATISTICS_STALE)
+            .fetch_one(&self.writer)
+            .await;
+        let done = match stale {
+            Ok(true) => sqlx::query(ANALYZE_CHECKIN_TABLES)
+                .execute(&self.writer)
+                .await
+                .map(|_| ()),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "retaking the check-in tables' statistics failed");
         }
     }
 
