@@ -23,8 +23,12 @@
 //!    `synchronous=FULL`), for PostgreSQL a fresh table in the bench schema, one connection, one
 //!    INSERT per transaction. Prints acknowledged check-ins/s, commits/s and their ratio
 //!    (target ≥ 5×), then the check-in rows in the database against the acknowledgements (each
-//!    acknowledged check-in must be stored) and the Graph `tenantUserCheckinSummary`. On SQLite,
-//!    then on PostgreSQL.
+//!    acknowledged check-in must be stored) and the Graph `tenantUserCheckinSummary`. Then the
+//!    same clients and requests against a bare axum handler that reads each check-in and
+//!    answers cirrus's `201` body, storing nothing: the rate the machine's HTTP path allows
+//!    (its ratio to the commit rate is the most any check-in service could reach here), the
+//!    CPU per request of each, and cirrus as a share of the bare handler. On SQLite, then on
+//!    PostgreSQL.
 //!
 //! The PostgreSQL parts are skipped, with the reason printed, when PostgreSQL is unreachable or
 //! `CIRRUS_BENCH_DATABASE_URL=off`.
@@ -360,6 +364,16 @@ fn bare_server(dir: &Path) {
                     } else {
                         ([(header::CONTENT_TYPE, ct), (header::ETAG, etag)], policy).into_response()
                     }
+                }),
+            );
+        }
+        if let Some((checkin, ct)) = doc("checkin") {
+            // A check-in with nothing behind it: the body read whole (as cirrus must before
+            // it can answer), then cirrus's `201` body.
+            app = app.route(
+                CHECKINS_PATH,
+                axum::routing::post(move |_body: Bytes| async move {
+                    (StatusCode::CREATED, [(header::CONTENT_TYPE, ct)], checkin)
                 }),
             );
         }
@@ -2406,9 +2420,9 @@ async fn checkins_run(cfg: &Config, pg: Option<&PgSchema>) {
     // One user (token) per client; by default every check-in is for a new device of that user,
     // so every acknowledged check-in must be a row of its own afterwards.
     let clients = cfg.checkin_clients;
-    let conns: Vec<(usize, SocketAddr, Requests)> = (0..clients)
+    let tokens: Vec<String> = (0..clients)
         .map(|c| {
-            let token = mint(
+            mint(
                 &data_dir,
                 &TokenRequest {
                     tenant: "bench".into(),
@@ -2419,25 +2433,35 @@ async fn checkins_run(cfg: &Config, pg: Option<&PgSchema>) {
                     groups: Some(bench_group(c % 8)),
                     expires_in: 24 * 3600,
                 },
-            );
-            let templates = CheckinTemplates::new(cirrus, &token, c, &ids);
-            let devices = cfg.checkin_devices;
-            let mut seq = 0u64;
-            let next = move || {
-                seq += 1;
-                let device = if devices == 0 { seq } else { seq % devices };
-                templates.request(device)
-            };
-            (0, cirrus, Requests::Each(Box::new(next)))
+            )
         })
         .collect();
+    // The clients' connections to `addr` (cirrus, or the bare handler: the same requests).
+    let conns_to = |addr: SocketAddr| -> Vec<(usize, SocketAddr, Requests)> {
+        tokens
+            .iter()
+            .enumerate()
+            .map(|(c, token)| {
+                let templates = CheckinTemplates::new(addr, token, c, &ids);
+                let devices = cfg.checkin_devices;
+                let mut seq = 0u64;
+                let next = move || {
+                    seq += 1;
+                    let device = if devices == 0 { seq } else { seq % devices };
+                    templates.request(device)
+                };
+                (0, addr, Requests::Each(Box::new(next)))
+            })
+            .collect()
+    };
     // A first check-in, to see the shape is accepted.
-    {
+    let probe = {
         let probe = checkin_request(cirrus, &admin, 0, 0, &ids);
         let stored = expect_reply(cirrus, &probe, 201, "probe check-in").await;
         let v: Value = serde_json::from_slice(&stored.body).expect("check-in JSON");
         assert_eq!(v["deviceName"], "BENCH-000-00000000", "{v}");
-    }
+        stored
+    };
 
     // The single-row commit rate right before and right after the check-ins: on a shared
     // machine the storage's speed drifts, and both ends show by how much.
@@ -2447,7 +2471,7 @@ async fn checkins_run(cfg: &Config, pg: Option<&PgSchema>) {
     // CPU per check-in, by process: steadier than the rate on a shared machine.
     let cirrus_pid = cirrus_proc.child.id().to_string();
     let cpu_before = (cpu_time(&cirrus_pid), postgres_cpu_time(), cpu_time("self"));
-    let acked = load_conns(cfg, 1, conns, 201).await;
+    let acked = load_conns(cfg, 1, conns_to(cirrus), 201).await;
     let cpu_after = (cpu_time(&cirrus_pid), postgres_cpu_time(), cpu_time("self"));
     // Reports are acknowledged once logged; a Graph read of the views applies whatever the
     // materializer has not yet, so it shows them all.
@@ -2466,6 +2490,28 @@ async fn checkins_run(cfg: &Config, pg: Option<&PgSchema>) {
     let summary = &office["tenantUserCheckinSummary"];
     eprintln!("running single-row commits on {engine} (after) ...");
     let after = single_row_commits(cfg, pg, "bench_commits_after").await;
+
+    // The same clients against a bare axum handler that reads each check-in and answers
+    // cirrus's `201` body, storing nothing: the HTTP ceiling of this machine (the load
+    // generator shares its cores), and its CPU per request.
+    eprintln!("running check-ins against the bare handler ...");
+    let doc_dir = tmp.path().join("bare");
+    std::fs::create_dir_all(&doc_dir).expect("doc dir");
+    std::fs::write(doc_dir.join("checkin.body"), &probe.body).expect("checkin.body");
+    std::fs::write(
+        doc_dir.join("checkin.content-type"),
+        probe
+            .content_type
+            .as_deref()
+            .expect("check-in content type"),
+    )
+    .expect("checkin.content-type");
+    let (bare_proc, bare) = start_bare(&doc_dir);
+    let bare_pid = bare_proc.child.id().to_string();
+    let bare_cpu_before = (cpu_time(&bare_pid), cpu_time("self"));
+    let bare_run = load_conns(cfg, 1, conns_to(bare), 201).await;
+    let bare_cpu_after = (cpu_time(&bare_pid), cpu_time("self"));
+    drop(bare_proc);
 
     println!(
         "== Check-in ingestion: POST {CHECKINS_PATH} from {clients} clients (cirrus on {engine}) vs single-row commits =="
@@ -2508,6 +2554,14 @@ async fn checkins_run(cfg: &Config, pg: Option<&PgSchema>) {
         fmt_ms(acked.p99_us),
         acked.errors
     );
+    println!(
+        "{:<40} {:>10.0} {:>10} {:>10} {:>8}",
+        "bare handler, no storage (201)",
+        bare_run.rps,
+        fmt_ms(bare_run.p50_us),
+        fmt_ms(bare_run.p99_us),
+        bare_run.errors
+    );
     for (name, c) in [
         ("single-row commits, 1 conn. (before)", &before),
         ("single-row commits, 1 conn. (after)", &after),
@@ -2524,6 +2578,9 @@ async fn checkins_run(cfg: &Config, pg: Option<&PgSchema>) {
     let mut details = Vec::new();
     for (kind, n) in &acked.error_kinds {
         details.push(format!("  check-ins: {n} x {kind}"));
+    }
+    for (kind, n) in &bare_run.error_kinds {
+        details.push(format!("  bare handler: {n} x {kind}"));
     }
     print_errors(details);
     // By default every acknowledged check-in (the probe's too) named a device of its own;
@@ -2579,12 +2636,32 @@ async fn checkins_run(cfg: &Config, pg: Option<&PgSchema>) {
             c + p + l
         );
     }
+    if let ((Some(b0), Some(l0)), (Some(b1), Some(l1))) = (bare_cpu_before, bare_cpu_after) {
+        let n = bare_run.succeeded_total.max(1) as f64;
+        let per = |a: Duration, b: Duration| b.saturating_sub(a).as_secs_f64() * 1e6 / n;
+        let (b, l) = (per(b0, b1), per(l0, l1));
+        println!(
+            "CPU per request of the bare handler (same measure): bare server {b:.0} µs, load \
+             generator {l:.0} µs; {:.0} µs in all",
+            b + l
+        );
+    }
     let base = (before.rate + after.rate) / 2.0;
     let ratio = if base > 0.0 { acked.rps / base } else { 0.0 };
+    let bare_ratio = if base > 0.0 { bare_run.rps / base } else { 0.0 };
     println!();
     println!(
         "acknowledged check-ins / single-row commits (mean of before and after, {base:.0}/s) \
          ({engine}): {ratio:.2}x"
+    );
+    println!(
+        "the bare handler (no storage) / single-row commits: {bare_ratio:.2}x; cirrus at {:.1} % \
+         of the bare handler",
+        if bare_run.rps > 0.0 {
+            100.0 * acked.rps / bare_run.rps
+        } else {
+            0.0
+        }
     );
     println!(
         "target (issue 6): >= 5x: {}",
