@@ -2257,6 +2257,11 @@ fn cpu_time(pid: &str) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// Microseconds of the CPU time from `from` to `to` per one of `n` requests.
+fn micros_each(from: Duration, to: Duration, n: u64) -> f64 {
+    to.saturating_sub(from).as_secs_f64() * 1e6 / n.max(1) as f64
+}
+
 /// CPU time used so far by every process named `postgres` (the local server's backends).
 fn postgres_cpu_time() -> Duration {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -2626,8 +2631,7 @@ async fn checkins_run(cfg: &Config, pg: Option<&PgSchema>) {
         summary["succeededUserCount"], summary["failedUserCount"]
     );
     if let ((Some(c0), p0, Some(l0)), (Some(c1), p1, Some(l1))) = (cpu_before, cpu_after) {
-        let n = acked.succeeded_total.max(1) as f64;
-        let per = |a: Duration, b: Duration| b.saturating_sub(a).as_secs_f64() * 1e6 / n;
+        let per = |a, b| micros_each(a, b, acked.succeeded_total);
         let (c, p, l) = (per(c0, c1), per(p0, p1), per(l0, l1));
         println!(
             "CPU per acknowledged check-in (user + system, /proc, warm-up included): cirrus \
@@ -2637,8 +2641,7 @@ async fn checkins_run(cfg: &Config, pg: Option<&PgSchema>) {
         );
     }
     if let ((Some(b0), Some(l0)), (Some(b1), Some(l1))) = (bare_cpu_before, bare_cpu_after) {
-        let n = bare_run.succeeded_total.max(1) as f64;
-        let per = |a: Duration, b: Duration| b.saturating_sub(a).as_secs_f64() * 1e6 / n;
+        let per = |a, b| micros_each(a, b, bare_run.succeeded_total);
         let (b, l) = (per(b0, b1), per(l0, l1));
         println!(
             "CPU per request of the bare handler (same measure): bare server {b:.0} µs, load \

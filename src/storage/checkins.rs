@@ -824,14 +824,7 @@ mod tests {
     async fn sqlite_upgrade_keeps_applied_policy_rows() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("cirrus.sqlite3");
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&db)
-            .create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
-        crate::storage::sqlite::MIGRATOR
-            .run_to(6, &pool)
-            .await
-            .unwrap();
+        let pool = crate::storage::sqlite::migrated_to(&db, 6).await;
         let (a, t0) = (Uuid::new_v4(), OffsetDateTime::now_utc());
         insert_pre_0007!(pool, a, t0);
         pool.close().await;

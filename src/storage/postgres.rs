@@ -212,18 +212,18 @@ impl PostgresStore {
     /// reports are applied either way, and autovacuum retakes them eventually.
     async fn refresh_checkin_statistics(&self) {
         use super::checkins::{ANALYZE_CHECKIN_TABLES, CHECKIN_STATISTICS_STALE};
-        let stale = sqlx::query_scalar::<_, bool>(CHECKIN_STATISTICS_STALE)
-            .fetch_one(&self.writer)
-            .await;
-        let done = match stale {
-            Ok(true) => sqlx::query(ANALYZE_CHECKIN_TABLES)
-                .execute(&self.writer)
-                .await
-                .map(|_| ()),
-            Ok(false) => Ok(()),
-            Err(e) => Err(e),
+        let refresh = async {
+            if sqlx::query_scalar::<_, bool>(CHECKIN_STATISTICS_STALE)
+                .fetch_one(&self.writer)
+                .await?
+            {
+                sqlx::query(ANALYZE_CHECKIN_TABLES)
+                    .execute(&self.writer)
+                    .await?;
+            }
+            Ok::<_, sqlx::Error>(())
         };
-        if let Err(e) = done {
+        if let Err(e) = refresh.await {
             tracing::warn!(error = %e, "retaking the check-in tables' statistics failed");
         }
     }

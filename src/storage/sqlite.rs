@@ -45,7 +45,7 @@ pub(crate) const WRITER_CACHE_KIB: &str = "-65536";
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// WAL pages after which the writer checkpoints itself after all (SQLite's default is 1,000):
 /// a backstop should the background checkpoints not keep up.
-pub(crate) const WRITER_AUTOCHECKPOINT_PAGES: &str = "16384";
+const WRITER_AUTOCHECKPOINT_PAGES: &str = "16384";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file; applies pending migrations if `migrate`.
@@ -389,3 +389,15 @@ impl SqliteStore {
 }
 
 super::checkins::checkin_engine!(SqliteStore, Sqlite, SqliteRow);
+
+/// A database file at `path` migrated up to `version` only, for upgrade tests (the caller
+/// stores rows in the old shape, closes the pool, then opens the store).
+#[cfg(test)]
+pub(crate) async fn migrated_to(path: &Path, version: i64) -> SqlitePool {
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let pool = SqlitePool::connect_with(opts).await.unwrap();
+    MIGRATOR.run_to(version, &pool).await.unwrap();
+    pool
+}

@@ -409,14 +409,7 @@ mod tests {
     async fn upgrading_to_keyed_checkins_keeps_the_reports() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("cirrus.sqlite3");
-        let opts = SqliteConnectOptions::new()
-            .filename(&db)
-            .create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
-        crate::storage::sqlite::MIGRATOR
-            .run_to(5, &pool)
-            .await
-            .unwrap();
+        let pool = crate::storage::sqlite::migrated_to(&db, 5).await;
         for d in 0..3 {
             sqlx::query("INSERT INTO client_checkins (tenant_id, user_id, device_key, device_name, was_successful, checkin_date_time, applied_policies) VALUES ('contoso', '00000000-0000-4000-8000-000000000001', $1, $2, 1, $3, '[]')")
                 .bind(format!("pc-{d}"))
