@@ -2216,26 +2216,42 @@ async fn stored_checkins(data_dir: &Path, pg: Option<&PgSchema>) -> (i64, i64, i
                 .fetch_one(&mut conn)
                 .await
                 .expect("count");
-            // Reports logged in the check-in log's own file and not applied yet.
+            // Reports logged in the check-in log's own file and not applied yet: one row per
+            // batch (shard 1's mark), or, written by a cirrus from before batches (an A/B run
+            // with `CIRRUS_BENCH_CIRRUS`), one row per report (shard 0's).
             let db = data_dir.join(cirrus::config::DATABASE_FILE);
-            let applied: i64 = sqlx::query_scalar(
-                "SELECT COALESCE((SELECT applied_seq FROM client_checkin_log_shards WHERE shard = 0), 0)",
-            )
-            .fetch_one(&mut conn)
-            .await
-            .expect("applied mark");
             let opts = sqlx::sqlite::SqliteConnectOptions::new()
                 .filename(cirrus::storage::sqlite_log::log_path(&db))
                 .read_only(true);
             let mut log = sqlx::SqliteConnection::connect_with(&opts)
                 .await
                 .expect("check-in log file");
-            let n: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM client_checkin_log WHERE seq > $1")
-                    .bind(applied)
-                    .fetch_one(&mut log)
-                    .await
-                    .expect("count the log file");
+            let batches: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'client_checkin_log_batches')",
+            )
+            .fetch_one(&mut log)
+            .await
+            .expect("the log file's tables");
+            let (shard, unapplied) = if batches {
+                (
+                    1,
+                    "SELECT COALESCE(SUM(reports), 0) FROM client_checkin_log_batches WHERE seq > $1",
+                )
+            } else {
+                (0, "SELECT COUNT(*) FROM client_checkin_log WHERE seq > $1")
+            };
+            let applied: i64 = sqlx::query_scalar(
+                "SELECT COALESCE((SELECT applied_seq FROM client_checkin_log_shards WHERE shard = $1), 0)",
+            )
+            .bind(shard)
+            .fetch_one(&mut conn)
+            .await
+            .expect("applied mark");
+            let n: i64 = sqlx::query_scalar(unapplied)
+                .bind(applied)
+                .fetch_one(&mut log)
+                .await
+                .expect("count the log file");
             pending += n;
             let _ = log.close().await;
             let _ = conn.close().await;

@@ -19,7 +19,7 @@ use super::StorageError;
 use super::sql::{corrupt, from_micros, parse_json};
 use crate::model::CheckinStatus;
 
-const CHECKIN_COLUMNS: &str = "tenant_id, user_id, device_key, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name";
+pub(super) const CHECKIN_COLUMNS: &str = "tenant_id, user_id, device_key, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name";
 /// SQLite: appends a batch of reports to the check-in log from one JSON array (`$1`) of one
 /// array per report, in [`CHECKIN_COLUMNS`] order ([`log_rows_json`]): one statement and one
 /// parameter for any batch size. (Bound as 12 parameters a row, a batch took several

@@ -243,7 +243,7 @@ impl SqliteStore {
     ) -> Result<Vec<String>, sqlx::Error> {
         if !self.overrides.any(scopes.keys().copied()) {
             self.log
-                .append(&super::checkins::log_rows_json(batch)?)
+                .append(batch.len(), &super::checkins::log_rows_json(batch)?)
                 .await?;
             return Ok(Vec::new());
         }

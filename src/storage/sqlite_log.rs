@@ -12,10 +12,16 @@
 //! each acknowledged 14.8 k check-ins/s and one 17.8 k (every commit costs its fsync — in a VM,
 //! CPU too — and two writers halve the batches and double the commits).
 //!
+//! A batch is one row of `client_checkin_log_batches`: its reports as the JSON text they were
+//! serialized to, so the writer — the one path every acknowledgement waits on — stores text
+//! and does no JSON work; the applier takes each run of batches apart into a temporary table
+//! (`checkin_run`, one row per report) that the apply statements read.
+//!
 //! What has been applied is recorded in the main database (`client_checkin_log_shards`, row
-//! 0: the table has room for more log files) in the apply's own transaction, so a crash
-//! between applying and trimming applies nothing twice; the writer trims applied rows in its
-//! next append. Sequence numbers are `AUTOINCREMENT` rowids, never reused once trimmed.
+//! 1; row 0 was the per-report table of earlier versions, which opening moves into a batch) in
+//! the apply's own transaction, so a crash between applying and trimming applies nothing
+//! twice; the writer trims applied batches in its next append. Sequence numbers are
+//! `AUTOINCREMENT` rowids, never reused once trimmed.
 //!
 //! A batch that must end a Graph PATCH's override of the check-in views (a tenant in
 //! [`OverriddenTenants`]) is logged in the main database instead, atomically with ending it.
@@ -30,13 +36,57 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection as _, SqliteConnection};
 
 use super::StorageResult;
-use super::checkins::{APPEND_LOG_JSON, anonymous_params, apply_log_statements};
+use super::checkins::apply_log_statements;
 use super::sql::map_err;
 
-/// The log file's table: `client_checkin_log` of the main database's migrations (0004), with
-/// a sequence that is never reused (rows are trimmed once applied).
-const LOG_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS client_checkin_log (\
+/// The log file's table: one row per acknowledged batch, its reports as one JSON array
+/// ([`log_rows_json`](super::checkins::log_rows_json)), with a sequence that is never reused
+/// (rows are trimmed once applied). One row, not one per report: the batch is stored as the
+/// text it arrives in, so the single writer — whose commits every acknowledgement waits for —
+/// does no JSON work and inserts one row; the applier takes the reports apart, off the
+/// acknowledgement path (measured: see decision 11 in docs/decisions.md).
+const LOG_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS client_checkin_log_batches (\
     seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+    reports INTEGER NOT NULL, \
+    rows TEXT NOT NULL)";
+
+/// Before the batch table, the log file held one `client_checkin_log` row per report (the
+/// main database's table of that name, migration 0004): is it still there?
+const LEGACY_LOG_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'client_checkin_log')";
+/// Moves the per-report log's rows after the applied mark `$1` into one batch and drops the
+/// table, in one transaction of the log file.
+const LEGACY_LOG_TO_BATCH: &str = "BEGIN IMMEDIATE; \
+    INSERT INTO client_checkin_log_batches (reports, rows) \
+    SELECT COUNT(*), json_group_array(json_array(tenant_id, user_id, device_key, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name)) \
+    FROM (SELECT * FROM client_checkin_log WHERE seq > ? ORDER BY seq) HAVING COUNT(*) > 0; \
+    DROP TABLE client_checkin_log; \
+    COMMIT";
+/// The per-report log's applied mark (shard 0 of `client_checkin_log_shards`).
+const LEGACY_APPLIED_SEQ: &str =
+    "SELECT applied_seq FROM client_checkin_log_shards WHERE shard = 0";
+
+/// The log file's write-ahead log is checkpointed by its writer past this many pages.
+const LOG_AUTOCHECKPOINT_PAGES: &str = "1000";
+
+/// The last sequence number the log file ever handed out (0 for a new file).
+const LOG_FILE_HEAD: &str = "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'client_checkin_log_batches'), 0)";
+
+/// What has been applied from the log file: shard 1 of `client_checkin_log_shards` (shard 0 was
+/// the per-report table's, whose sequence numbers counted reports, not batches).
+const APPLIED_SEQ: &str = "SELECT applied_seq FROM client_checkin_log_shards WHERE shard = 1";
+/// Records the log file applied up to `$1`.
+const SET_APPLIED_SEQ: &str = "INSERT INTO client_checkin_log_shards (shard, applied_seq) VALUES (1, $1) ON CONFLICT (shard) DO UPDATE SET applied_seq = excluded.applied_seq";
+/// Reports in the log file after the applied mark `$1`.
+const PENDING_REPORTS: &str =
+    "SELECT COALESCE(SUM(reports), 0) FROM client_checkin_log_batches WHERE seq > $1";
+/// A batch's transaction in the log file: the batches up to `$1` (applied) trimmed, the batch
+/// of `$2` reports (`$3`, [`log_rows_json`](super::checkins::log_rows_json)) appended.
+const APPEND_TRANSACTION: &str = "BEGIN IMMEDIATE; DELETE FROM client_checkin_log_batches WHERE seq <= ?; INSERT INTO client_checkin_log_batches (reports, rows) VALUES (?, ?); COMMIT";
+
+/// The applying connection's table for the run being applied: `client_checkin_log`'s columns,
+/// one row per report, `seq` ordering them as logged ([`RUN_SEQ_SHIFT`]).
+const CREATE_RUN: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS checkin_run (\
+    seq INTEGER PRIMARY KEY, \
     tenant_id TEXT NOT NULL, \
     user_id TEXT NOT NULL, \
     device_key TEXT NOT NULL, \
@@ -49,28 +99,22 @@ const LOG_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS client_checkin_log (\
     error_message TEXT, \
     applied_policies TEXT NOT NULL, \
     last_task_name TEXT)";
-
-/// The log file's write-ahead log is checkpointed by its writer past this many pages.
-const LOG_AUTOCHECKPOINT_PAGES: &str = "1000";
-
-/// The last sequence number the log file ever handed out (0 for a new file).
-const LOG_FILE_HEAD: &str =
-    "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'client_checkin_log'), 0)";
-
-/// What has been applied from the log file.
-const APPLIED_SEQ: &str = "SELECT applied_seq FROM client_checkin_log_shards WHERE shard = 0";
-/// Records the log file applied up to `$1`.
-const SET_APPLIED_SEQ: &str = "INSERT INTO client_checkin_log_shards (shard, applied_seq) VALUES (0, $1) ON CONFLICT (shard) DO UPDATE SET applied_seq = excluded.applied_seq";
-/// A batch's transaction in the log file: the rows up to `$1` (applied) trimmed, the batch
-/// (`$2`, [`log_rows_json`]) appended.
-static APPEND_TRANSACTION: LazyLock<String> = LazyLock::new(|| {
-    anonymous_params(format!(
-        "BEGIN IMMEDIATE; DELETE FROM client_checkin_log WHERE seq <= $1; {}; COMMIT",
-        APPEND_LOG_JSON.replace("$1", "$2")
-    ))
+/// A report's `seq` in the run: its batch's sequence number shifted left by this, plus its
+/// index in the batch (batches hold far fewer than 2^20 reports).
+const RUN_SEQ_SHIFT: u32 = 20;
+/// The batches from `$1` to `$2`, at most `$3` of them: sequence and reports, in order.
+const RUN_BATCHES: &str = "SELECT seq, reports FROM log.client_checkin_log_batches WHERE seq BETWEEN $1 AND $2 ORDER BY seq LIMIT $3";
+/// Takes the batches from `$1` to `$2` apart into the run. `jsonb_each`: each report's array
+/// reaches the 12 `->>` in SQLite's binary JSON, parsed once.
+static FILL_RUN: LazyLock<String> = LazyLock::new(|| {
+    let values: Vec<String> = (0..12).map(|i| format!("j.value ->> {i}")).collect();
+    format!(
+        "INSERT INTO checkin_run (seq, {}) SELECT (b.seq << {RUN_SEQ_SHIFT}) + j.key, {} FROM log.client_checkin_log_batches b, jsonb_each(b.rows) j WHERE b.seq BETWEEN $1 AND $2",
+        super::checkins::CHECKIN_COLUMNS,
+        values.join(", ")
+    )
 });
-/// Counts the log file's rows from `$1` to `$2` (read through the applying connection).
-const COUNT_RUN: &str = "SELECT COUNT(*) FROM log.client_checkin_log WHERE seq BETWEEN $1 AND $2";
+const EMPTY_RUN: &str = "DELETE FROM checkin_run";
 
 /// The log file of the database at `db`: `cirrus.sqlite3` → `cirrus-checkin-log.sqlite3`.
 pub fn log_path(db: &Path) -> PathBuf {
@@ -81,12 +125,12 @@ pub fn log_path(db: &Path) -> PathBuf {
     db.with_file_name(format!("{stem}-checkin-log.sqlite3"))
 }
 
-/// The main database's apply statements, reading the log file (attached as `log`).
+/// The main database's apply statements, reading the run taken from the log file.
 fn apply_statements() -> [String; 3] {
     let from = "FROM client_checkin_log ";
     apply_log_statements().map(|s| {
         debug_assert!(s.contains(from), "{s}");
-        s.replace(from, "FROM log.client_checkin_log ")
+        s.replace(from, "FROM temp.checkin_run ")
     })
 }
 
@@ -97,6 +141,8 @@ pub struct LogFile {
     committed: AtomicI64,
     /// The last sequence number applied to the main database (published after that commit).
     applied: AtomicI64,
+    /// Reports appended and not applied yet.
+    pending: AtomicI64,
     /// To the main database, the log file attached as `log`; only ever reads the log file.
     applier: tokio::sync::Mutex<SqliteConnection>,
     /// [`apply_statements`].
@@ -137,6 +183,25 @@ impl LogFile {
         .await
         .with_context(|| format!("opening check-in log {}", path.display()))?;
         sqlx::query(LOG_SCHEMA).execute(&mut conn).await?;
+        if sqlx::query_scalar::<_, bool>(LEGACY_LOG_EXISTS)
+            .fetch_one(&mut conn)
+            .await?
+        {
+            // A log file written by an earlier version: its unapplied reports become the
+            // first batch (the batch table's own mark starts at 0).
+            let legacy_applied: Option<i64> = sqlx::query_scalar(LEGACY_APPLIED_SEQ)
+                .fetch_optional(&mut applier)
+                .await?;
+            if let Err(e) = sqlx::query(LEGACY_LOG_TO_BATCH)
+                .bind(legacy_applied.unwrap_or(0))
+                .execute(&mut conn)
+                .await
+            {
+                let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+                return Err(anyhow::Error::new(e)
+                    .context(format!("moving check-in log {} to batches", path.display())));
+            }
+        }
         let head: i64 = sqlx::query_scalar(LOG_FILE_HEAD)
             .fetch_one(&mut conn)
             .await?;
@@ -161,37 +226,47 @@ impl LogFile {
                 .execute(&mut applier)
                 .await?;
         }
+        let pending: i64 = sqlx::query_scalar(PENDING_REPORTS)
+            .bind(applied)
+            .fetch_one(&mut conn)
+            .await?;
         sqlx::query("ATTACH DATABASE $1 AS log")
             .bind(path.to_string_lossy().into_owned())
             .execute(&mut applier)
             .await
             .with_context(|| format!("attaching check-in log {}", path.display()))?;
+        sqlx::query(CREATE_RUN).execute(&mut applier).await?;
         Ok(Self {
             writer: tokio::sync::Mutex::new(conn),
             committed: AtomicI64::new(head),
             applied: AtomicI64::new(applied),
+            pending: AtomicI64::new(pending),
             applier: tokio::sync::Mutex::new(applier),
             apply: apply_statements(),
         })
     }
 
-    /// Appends a batch (`rows`: [`log_rows_json`]) in one transaction; returns once it is
-    /// durable. The transaction also trims the rows applied so far.
-    pub async fn append(&self, rows: &str) -> Result<(), sqlx::Error> {
+    /// Appends a batch of `reports` reports (`rows`: their
+    /// [`log_rows_json`](super::checkins::log_rows_json)) in one transaction; returns once it
+    /// is durable. The transaction also trims the batches applied so far.
+    pub async fn append(&self, reports: usize, rows: &str) -> Result<(), sqlx::Error> {
         let mut writer = self.writer.lock().await;
         let applied = self.applied.load(Ordering::Acquire);
+        let reports = i64::try_from(reports).unwrap_or(i64::MAX);
         // One round trip to SQLite's worker thread for the whole transaction. Under load each
         // step's await also waited to be scheduled (measured per batch: `BEGIN` 0.25 ms,
         // the inserts 0.35 ms, `COMMIT` 0.42 ms); in one round trip a batch took 0.94–1.04 ms
         // instead of 1.02–1.08 ms — most of the time is the commit's, on a busy machine.
-        let done = sqlx::query(sqlx::AssertSqlSafe(APPEND_TRANSACTION.as_str()))
+        let done = sqlx::query(APPEND_TRANSACTION)
             .bind(applied)
+            .bind(reports)
             .bind(rows)
             .execute(&mut *writer)
             .await;
         match done {
             Ok(done) => {
                 // Before the acknowledgements: a view read after one must find the row pending.
+                self.pending.fetch_add(reports, Ordering::AcqRel);
                 self.committed
                     .fetch_max(done.last_insert_rowid(), Ordering::AcqRel);
                 Ok(())
@@ -205,8 +280,9 @@ impl LogFile {
         }
     }
 
-    /// Applies up to `limit` logged reports, up to what was committed when called; returns
-    /// how many (fewer than `limit`: nothing was left then).
+    /// Applies about `limit` logged reports (whole batches: the last may take it past
+    /// `limit`), up to what was committed when called; returns how many (fewer than `limit`:
+    /// nothing was left then).
     pub async fn apply(&self, limit: usize) -> StorageResult<usize> {
         self.apply_run(self.committed.load(Ordering::Acquire), limit)
             .await
@@ -223,43 +299,68 @@ impl LogFile {
 
     /// Reports logged and not applied yet.
     pub fn pending(&self) -> i64 {
-        self.committed.load(Ordering::Relaxed) - self.applied.load(Ordering::Relaxed)
+        self.pending.load(Ordering::Relaxed)
     }
 
-    /// Applies the rows after the applied mark, up to `upto` and at most `limit`, in one
-    /// transaction of the main database that also moves the mark.
+    /// Applies the batches after the applied mark, up to `upto` and until they hold `limit`
+    /// reports, in one transaction of the main database that also moves the mark.
     async fn apply_run(&self, upto: i64, limit: usize) -> StorageResult<usize> {
         let mut conn = self.applier.lock().await;
         // Read under the lock: a concurrent drain may have applied meanwhile.
         let first = self.applied.load(Ordering::Acquire) + 1;
-        let last = upto.min(first.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX) - 1));
-        if last < first {
+        if upto < first {
             return Ok(0);
         }
-        // Deferred: the first statement takes the main database's write lock (and only a read
+        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        // Deferred: the first write takes the main database's write lock (and only a read
         // snapshot of the log file); `IMMEDIATE` would lock the attached log file too.
         let mut tx = conn.begin().await.map_err(map_err)?;
-        for statement in &self.apply {
-            sqlx::query(sqlx::AssertSqlSafe(statement.as_str()))
+        // Whole batches until the run holds `limit` reports (each batch holds at least one).
+        let batches: Vec<(i64, i64)> = sqlx::query_as(RUN_BATCHES)
+            .bind(first)
+            .bind(upto)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let (mut last, mut applied) = (first - 1, 0i64);
+        for (seq, reports) in batches {
+            if applied >= limit {
+                break;
+            }
+            (last, applied) = (seq, applied + reports);
+        }
+        if last >= first {
+            sqlx::query(FILL_RUN.as_str())
                 .bind(first)
                 .bind(last)
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
+            let (from, to) = (first << RUN_SEQ_SHIFT, ((last + 1) << RUN_SEQ_SHIFT) - 1);
+            for statement in &self.apply {
+                sqlx::query(sqlx::AssertSqlSafe(statement.as_str()))
+                    .bind(from)
+                    .bind(to)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            }
+            sqlx::query(EMPTY_RUN)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
         }
-        let applied: i64 = sqlx::query_scalar(COUNT_RUN)
-            .bind(first)
-            .bind(last)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        // Under `limit`: every batch up to `upto` was read (each holds a report at least).
+        let mark = if applied < limit { upto } else { last };
         sqlx::query(SET_APPLIED_SEQ)
-            .bind(last)
+            .bind(mark)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
-        self.applied.store(last, Ordering::Release);
+        self.applied.store(mark, Ordering::Release);
+        self.pending.fetch_sub(applied, Ordering::AcqRel);
         Ok(usize::try_from(applied).unwrap_or(0))
     }
 }
@@ -457,13 +558,90 @@ mod tests {
         assert_eq!(seen.len(), 6);
     }
 
+    /// A log file of an earlier version (one row per report, its applied mark in shard 0):
+    /// opening moves the reports after the mark into a batch, which is applied; the reports
+    /// before it were applied then and are not applied again.
+    #[tokio::test]
+    async fn a_per_report_log_file_is_moved_into_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("cirrus.sqlite3");
+        let now = OffsetDateTime::now_utc();
+        let rows: Vec<Checkin> = (1..=5).map(|d| checkin(&format!("PC-{d}"), now)).collect();
+        {
+            let store = SqliteStore::open(&db, true).await.unwrap();
+            drop(store);
+            let log = log_path(&db);
+            let mut conn = SqliteConnection::connect(&format!("sqlite://{}", log.display()))
+                .await
+                .unwrap();
+            sqlx::raw_sql(
+                "DROP TABLE client_checkin_log_batches; DELETE FROM sqlite_sequence; \
+                 CREATE TABLE client_checkin_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, user_id TEXT NOT NULL, device_key TEXT NOT NULL, user_principal_name TEXT, device_name TEXT NOT NULL, device_platform TEXT, device_platform_version TEXT, was_successful INTEGER NOT NULL, checkin_date_time INTEGER NOT NULL, error_message TEXT, applied_policies TEXT NOT NULL, last_task_name TEXT)",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO client_checkin_log ({}) SELECT {} FROM jsonb_each($1)",
+                crate::storage::checkins::CHECKIN_COLUMNS,
+                (0..12)
+                    .map(|i| format!("value ->> {i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+            .bind(crate::storage::checkins::log_rows_json(&rows).unwrap())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            let mut main = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO client_checkin_log_shards (shard, applied_seq) VALUES (0, 2)")
+                .execute(&mut main)
+                .await
+                .unwrap();
+        }
+        let store = SqliteStore::open(&db, true).await.unwrap();
+        assert_eq!(store.checkin_log_pending(), 3, "PC-3 to PC-5");
+        store
+            .record_checkins(&[checkin("PC-6", now)])
+            .await
+            .unwrap();
+        assert_eq!(devices(&store).await, ["PC-3", "PC-4", "PC-5", "PC-6"]);
+        assert_eq!(store.checkin_log_pending(), 0);
+        drop(store);
+        // Moved once: reopening finds the batch table only, everything applied.
+        let store = SqliteStore::open(&db, true).await.unwrap();
+        assert_eq!(store.checkin_log_pending(), 0);
+        assert_eq!(devices(&store).await, ["PC-3", "PC-4", "PC-5", "PC-6"]);
+    }
+
+    /// A run ends with whole batches: past the limit by the last batch's reports at most, and
+    /// the next run goes on from there.
+    #[tokio::test]
+    async fn a_run_applies_whole_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("cirrus.sqlite3");
+        let store = SqliteStore::open(&db, true).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        for b in 0..3 {
+            let batch: Vec<Checkin> = (0..4)
+                .map(|d| checkin(&format!("PC-{b}-{d}"), now))
+                .collect();
+            store.record_checkins(&batch).await.unwrap();
+        }
+        assert_eq!(store.checkin_log_pending(), 12);
+        assert_eq!(store.materialize_checkins(6).await.unwrap(), 8);
+        assert_eq!(store.checkin_log_pending(), 4);
+        assert_eq!(store.materialize_checkins(6).await.unwrap(), 4);
+        assert_eq!(store.materialize_checkins(6).await.unwrap(), 0);
+        assert_eq!(devices(&store).await.len(), 12);
+    }
+
     #[test]
     fn apply_statements_read_the_attached_log_file() {
         for statement in apply_statements() {
-            assert!(
-                statement.contains("FROM log.client_checkin_log "),
-                "{statement}"
-            );
+            assert!(statement.contains("FROM temp.checkin_run "), "{statement}");
             assert!(
                 !statement.contains("FROM client_checkin_log "),
                 "{statement}"
