@@ -31,12 +31,19 @@ pub(super) const CHECKIN_COLUMNS: &str = "tenant_id, user_id, device_key, user_p
 /// 264 µs with `json_each`, 144 µs with `jsonb_each` — on the acknowledgement's critical
 /// path, as the log file has one writer.
 pub static APPEND_LOG_JSON: LazyLock<String> = LazyLock::new(|| {
-    let values: Vec<String> = (0..12).map(|i| format!("value ->> {i}")).collect();
     format!(
         "INSERT INTO client_checkin_log ({CHECKIN_COLUMNS}) SELECT {} FROM jsonb_each($1) ORDER BY key",
-        values.join(", ")
+        log_row_values("value")
     )
 });
+
+/// SQLite: the [`CHECKIN_COLUMNS`] of a report's array (`array`, from [`log_rows_json`]).
+pub(super) fn log_row_values(array: &str) -> String {
+    (0..12)
+        .map(|i| format!("{array} ->> {i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// `reports` as [`APPEND_LOG_JSON`] reads them.
 pub fn log_rows_json(reports: &[crate::model::Checkin]) -> Result<String, sqlx::Error> {

@@ -36,7 +36,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection as _, SqliteConnection};
 
 use super::StorageResult;
-use super::checkins::apply_log_statements;
+use super::checkins::{CHECKIN_COLUMNS, apply_log_statements, log_row_values};
 use super::sql::map_err;
 
 /// The log file's table: one row per acknowledged batch, its reports as one JSON array
@@ -55,12 +55,16 @@ const LOG_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS client_checkin_log_batches 
 const LEGACY_LOG_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'client_checkin_log')";
 /// Moves the per-report log's rows after the applied mark `$1` into one batch and drops the
 /// table, in one transaction of the log file.
-const LEGACY_LOG_TO_BATCH: &str = "BEGIN IMMEDIATE; \
-    INSERT INTO client_checkin_log_batches (reports, rows) \
-    SELECT COUNT(*), json_group_array(json_array(tenant_id, user_id, device_key, user_principal_name, device_name, device_platform, device_platform_version, was_successful, checkin_date_time, error_message, applied_policies, last_task_name)) \
-    FROM (SELECT * FROM client_checkin_log WHERE seq > ? ORDER BY seq) HAVING COUNT(*) > 0; \
-    DROP TABLE client_checkin_log; \
-    COMMIT";
+static LEGACY_LOG_TO_BATCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "BEGIN IMMEDIATE; \
+         INSERT INTO client_checkin_log_batches (reports, rows) \
+         SELECT COUNT(*), json_group_array(json_array({CHECKIN_COLUMNS})) \
+         FROM (SELECT * FROM client_checkin_log WHERE seq > ? ORDER BY seq) HAVING COUNT(*) > 0; \
+         DROP TABLE client_checkin_log; \
+         COMMIT"
+    )
+});
 /// The per-report log's applied mark (shard 0 of `client_checkin_log_shards`).
 const LEGACY_APPLIED_SEQ: &str =
     "SELECT applied_seq FROM client_checkin_log_shards WHERE shard = 0";
@@ -107,11 +111,9 @@ const RUN_BATCHES: &str = "SELECT seq, reports FROM log.client_checkin_log_batch
 /// Takes the batches from `$1` to `$2` apart into the run. `jsonb_each`: each report's array
 /// reaches the 12 `->>` in SQLite's binary JSON, parsed once.
 static FILL_RUN: LazyLock<String> = LazyLock::new(|| {
-    let values: Vec<String> = (0..12).map(|i| format!("j.value ->> {i}")).collect();
     format!(
-        "INSERT INTO checkin_run (seq, {}) SELECT (b.seq << {RUN_SEQ_SHIFT}) + j.key, {} FROM log.client_checkin_log_batches b, jsonb_each(b.rows) j WHERE b.seq BETWEEN $1 AND $2",
-        super::checkins::CHECKIN_COLUMNS,
-        values.join(", ")
+        "INSERT INTO checkin_run (seq, {CHECKIN_COLUMNS}) SELECT (b.seq << {RUN_SEQ_SHIFT}) + j.key, {} FROM log.client_checkin_log_batches b, jsonb_each(b.rows) j WHERE b.seq BETWEEN $1 AND $2",
+        log_row_values("j.value")
     )
 });
 const EMPTY_RUN: &str = "DELETE FROM checkin_run";
@@ -192,7 +194,7 @@ impl LogFile {
             let legacy_applied: Option<i64> = sqlx::query_scalar(LEGACY_APPLIED_SEQ)
                 .fetch_optional(&mut applier)
                 .await?;
-            if let Err(e) = sqlx::query(LEGACY_LOG_TO_BATCH)
+            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(LEGACY_LOG_TO_BATCH.as_str()))
                 .bind(legacy_applied.unwrap_or(0))
                 .execute(&mut conn)
                 .await
@@ -581,14 +583,10 @@ mod tests {
             .execute(&mut conn)
             .await
             .unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO client_checkin_log ({}) SELECT {} FROM jsonb_each($1)",
-                crate::storage::checkins::CHECKIN_COLUMNS,
-                (0..12)
-                    .map(|i| format!("value ->> {i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )))
+            // The per-report append of earlier versions (the main database's still).
+            sqlx::query(sqlx::AssertSqlSafe(
+                crate::storage::checkins::APPEND_LOG_JSON.as_str(),
+            ))
             .bind(crate::storage::checkins::log_rows_json(&rows).unwrap())
             .execute(&mut conn)
             .await
