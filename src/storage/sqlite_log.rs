@@ -87,22 +87,14 @@ const PENDING_REPORTS: &str =
 /// of `$2` reports (`$3`, [`log_rows_json`](super::checkins::log_rows_json)) appended.
 const APPEND_TRANSACTION: &str = "BEGIN IMMEDIATE; DELETE FROM client_checkin_log_batches WHERE seq <= ?; INSERT INTO client_checkin_log_batches (reports, rows) VALUES (?, ?); COMMIT";
 
-/// The applying connection's table for the run being applied: `client_checkin_log`'s columns,
-/// one row per report, `seq` ordering them as logged ([`RUN_SEQ_SHIFT`]).
-const CREATE_RUN: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS checkin_run (\
-    seq INTEGER PRIMARY KEY, \
-    tenant_id TEXT NOT NULL, \
-    user_id TEXT NOT NULL, \
-    device_key TEXT NOT NULL, \
-    user_principal_name TEXT, \
-    device_name TEXT NOT NULL, \
-    device_platform TEXT, \
-    device_platform_version TEXT, \
-    was_successful INTEGER NOT NULL, \
-    checkin_date_time INTEGER NOT NULL, \
-    error_message TEXT, \
-    applied_policies TEXT NOT NULL, \
-    last_task_name TEXT)";
+/// The applying connection's table for the run being applied: made from the main database's
+/// own `client_checkin_log` (migration 0004), whose columns the apply statements are written
+/// for — one row per report, `seq` ordering them as logged ([`RUN_SEQ_SHIFT`]).
+const MAIN_LOG_TABLE_SQL: &str =
+    "SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = 'client_checkin_log'";
+/// [`MAIN_LOG_TABLE_SQL`]'s statement begins with this; the run's table replaces it.
+const MAIN_LOG_TABLE: &str = "CREATE TABLE client_checkin_log";
+const RUN_TABLE: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS checkin_run";
 /// A report's `seq` in the run: its batch's sequence number shifted left by this, plus its
 /// index in the batch (batches hold far fewer than 2^20 reports).
 const RUN_SEQ_SHIFT: u32 = 20;
@@ -237,7 +229,16 @@ impl LogFile {
             .execute(&mut applier)
             .await
             .with_context(|| format!("attaching check-in log {}", path.display()))?;
-        sqlx::query(CREATE_RUN).execute(&mut applier).await?;
+        let main_log: String = sqlx::query_scalar(MAIN_LOG_TABLE_SQL)
+            .fetch_one(&mut applier)
+            .await?;
+        let create_run = main_log
+            .strip_prefix(MAIN_LOG_TABLE)
+            .map(|columns| format!("{RUN_TABLE}{columns}"))
+            .with_context(|| format!("unexpected client_checkin_log table: {main_log}"))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create_run))
+            .execute(&mut applier)
+            .await?;
         Ok(Self {
             writer: tokio::sync::Mutex::new(conn),
             committed: AtomicI64::new(head),
@@ -440,6 +441,17 @@ mod tests {
         names
     }
 
+    /// Records `batches` batches of `size` new devices each, as `PC-<batch>-<device>`.
+    async fn record_batches(store: &SqliteStore, batches: usize, size: usize) {
+        let now = OffsetDateTime::now_utc();
+        for b in 0..batches {
+            let batch: Vec<Checkin> = (0..size)
+                .map(|d| checkin(&format!("PC-{b}-{d}"), now))
+                .collect();
+            store.record_checkins(&batch).await.unwrap();
+        }
+    }
+
     /// Applied rows are trimmed from the log file; its sequence goes on across a restart, so
     /// nothing logged later is taken for applied; and what a restart finds logged but not
     /// applied is applied then.
@@ -491,13 +503,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("cirrus.sqlite3");
         let store = SqliteStore::open(&db, true).await.unwrap();
-        let now = OffsetDateTime::now_utc();
-        for b in 0..800 {
-            let batch: Vec<Checkin> = (0..8)
-                .map(|d| checkin(&format!("PC-{b}-{d}"), now))
-                .collect();
-            store.record_checkins(&batch).await.unwrap();
-        }
+        record_batches(&store, 800, 8).await;
         let wal = std::fs::metadata(format!("{}-wal", log_path(&db).display()))
             .unwrap()
             .len();
@@ -576,10 +582,17 @@ mod tests {
             let mut conn = SqliteConnection::connect(&format!("sqlite://{}", log.display()))
                 .await
                 .unwrap();
-            sqlx::raw_sql(
-                "DROP TABLE client_checkin_log_batches; DELETE FROM sqlite_sequence; \
-                 CREATE TABLE client_checkin_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, user_id TEXT NOT NULL, device_key TEXT NOT NULL, user_principal_name TEXT, device_name TEXT NOT NULL, device_platform TEXT, device_platform_version TEXT, was_successful INTEGER NOT NULL, checkin_date_time INTEGER NOT NULL, error_message TEXT, applied_policies TEXT NOT NULL, last_task_name TEXT)",
-            )
+            let mut main = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .unwrap();
+            // The per-report table: the main database's, as the log file's was.
+            let table: String = sqlx::query_scalar(MAIN_LOG_TABLE_SQL)
+                .fetch_one(&mut main)
+                .await
+                .unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP TABLE client_checkin_log_batches; DELETE FROM sqlite_sequence; {table}"
+            )))
             .execute(&mut conn)
             .await
             .unwrap();
@@ -591,9 +604,6 @@ mod tests {
             .execute(&mut conn)
             .await
             .unwrap();
-            let mut main = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-                .await
-                .unwrap();
             sqlx::query("INSERT INTO client_checkin_log_shards (shard, applied_seq) VALUES (0, 2)")
                 .execute(&mut main)
                 .await
@@ -621,13 +631,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("cirrus.sqlite3");
         let store = SqliteStore::open(&db, true).await.unwrap();
-        let now = OffsetDateTime::now_utc();
-        for b in 0..3 {
-            let batch: Vec<Checkin> = (0..4)
-                .map(|d| checkin(&format!("PC-{b}-{d}"), now))
-                .collect();
-            store.record_checkins(&batch).await.unwrap();
-        }
+        record_batches(&store, 3, 4).await;
         assert_eq!(store.checkin_log_pending(), 12);
         assert_eq!(store.materialize_checkins(6).await.unwrap(), 8);
         assert_eq!(store.checkin_log_pending(), 4);
