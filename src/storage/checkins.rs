@@ -140,9 +140,17 @@ pub const DELETE_LOG_RUN: &str = "DELETE FROM client_checkin_log WHERE seq BETWE
 /// joins over sequential scans of the whole log, of every applied-policy row and of every
 /// stored report — work that grew with the tables (measured: 22 ms per run at 123 k
 /// applied-policy rows for one `DELETE`, 24 ms with index probes at any size).
+///
+/// The run commits without waiting for its WAL to be flushed (`synchronous_commit = off`):
+/// nothing is acknowledged on it, and it is atomic with taking its rows out of the log, so a
+/// crash that loses it puts those rows back in the log, to be applied again. The WAL writer
+/// (or the next acknowledged batch's commit, which flushes everything before it) makes it
+/// durable. Measured in the check-in benchmark (two A/B pairs): 10,369 / 10,037 → 11,091 /
+/// 11,875 acknowledged check-ins a second, server CPU 63 / 65 → 56 / 54 µs a check-in.
 pub static APPLY_RUN_BEGIN: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
+         SET LOCAL synchronous_commit = off; \
          SELECT pg_advisory_xact_lock({APPLY_LOCK})"
     )
 });
@@ -959,6 +967,38 @@ mod tests {
             .unwrap();
         assert_eq!(applied, 1);
         drop(store);
+        schema.drop().await;
+    }
+
+    /// An apply run commits without waiting for the WAL flush, under the apply lock.
+    #[tokio::test]
+    async fn postgres_apply_runs_commit_asynchronously() {
+        let Some(schema) = TestSchema::create().await else {
+            return;
+        };
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&schema.url)
+            .await
+            .unwrap();
+        let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(APPLY_RUN_BEGIN.as_str()))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let (sync, locked): (String, bool) = sqlx::query_as(
+            "SELECT current_setting('synchronous_commit'), EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(sync, "off");
+        assert!(locked, "the apply lock is held");
+        tx.rollback().await.unwrap();
+        let sync: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(sync, "on", "only the run's transaction");
+        drop(conn);
         schema.drop().await;
     }
 }
