@@ -254,13 +254,17 @@ impl PostgresStore {
             } else {
                 INSERT_RUN_DEVICES_POLICIES
             };
-            for statement in [
-                DELETE_RUN_REPLACED_POLICIES,
-                APPLY_RUN_REPORTS.as_str(),
-                insert,
-            ] {
+            for statement in [DELETE_RUN_REPLACED_POLICIES, APPLY_RUN_REPORTS.as_str()] {
                 sqlx::query(statement).execute(&mut *tx).await?;
             }
+            if sqlx::query_scalar::<_, bool>(RUN_OUTGREW_STATISTICS)
+                .bind(i64::try_from(taken).unwrap_or(i64::MAX))
+                .fetch_one(&mut *tx)
+                .await?
+            {
+                sqlx::query(ANALYZE_CHECKINS).execute(&mut *tx).await?;
+            }
+            sqlx::query(insert).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(usize::try_from(taken).unwrap_or(usize::MAX))
