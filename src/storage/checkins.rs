@@ -1006,6 +1006,49 @@ mod tests {
         schema.drop().await;
     }
 
+    /// A pooled connection the server dropped while it sat idle is pinged before it is used
+    /// again (it was idle for a while) and replaced: the next batch is stored, not failed.
+    #[tokio::test]
+    async fn postgres_a_connection_dropped_while_idle_is_replaced() {
+        let Some(schema) = TestSchema::create().await else {
+            return;
+        };
+        let url = format!("{}&application_name={}", schema.url, schema.name);
+        let store = crate::storage::postgres::PostgresStore::connect(
+            &url,
+            true,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let tenant = TenantId::parse("contoso").unwrap();
+        let now = OffsetDateTime::now_utc();
+        store
+            .record_checkins(&[checkin(&tenant, "PC-1", now, &[])])
+            .await
+            .unwrap();
+        tokio::time::sleep(
+            crate::storage::postgres::PING_WHEN_IDLE_FOR + std::time::Duration::from_secs(1),
+        )
+        .await;
+        // What a server restart or an idle-connection timeout does.
+        let dropped: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1) t",
+        )
+        .bind(&schema.name)
+        .fetch_one(&schema.admin)
+        .await
+        .unwrap();
+        assert!(dropped >= 1, "no connection of the store to drop");
+        store
+            .record_checkins(&[checkin(&tenant, "PC-2", now, &[])])
+            .await
+            .expect("stored on a new connection");
+        assert_eq!(store.materialize_checkins(100).await.unwrap(), 2);
+        drop(store);
+        schema.drop().await;
+    }
+
     /// On PostgreSQL applying takes the schema's apply lock: while another session holds it,
     /// nothing is applied (the exact-key delete relies on no other run changing a stored
     /// report meanwhile); once it is released, the run goes through.

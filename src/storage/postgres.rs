@@ -63,6 +63,12 @@ async fn notify_checkins(
     }
 }
 
+/// A pooled connection idle this long is pinged before it is handed out (a server restart or
+/// a firewall may have dropped it meanwhile; a dead one is replaced by a new connection).
+/// Not every connection every time, as `test_before_acquire` did: under load that was a round
+/// trip before every batch append, notification and apply step.
+pub(super) const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(5);
+
 /// How long a request waits for a connection before answering 503: short, so an outage
 /// shows up as fast 503s rather than hung requests.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -76,7 +82,15 @@ impl PostgresStore {
             .max_connections(16)
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .test_before_acquire(true);
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            });
         let deadline = tokio::time::Instant::now() + wait;
         let pool = loop {
             match pool_opts.clone().connect_with(opts.clone()).await {
