@@ -171,21 +171,6 @@ pub const CHECKIN_STATISTICS_STALE: &str = "SELECT pg_relation_size(c.oid) / cur
 /// PostgreSQL: retakes the statistics of the applied tables.
 pub const ANALYZE_CHECKIN_TABLES: &str = "ANALYZE client_checkins, client_checkin_policies";
 
-/// PostgreSQL, inside a run once its reports are stored: whether the statistics of
-/// `client_checkins` count fewer reports than the run just stored (`$1`) — never taken, or
-/// taken while the table held a few rows. The refresh after each run
-/// ([`CHECKIN_STATISTICS_STALE`]) comes too late for the run that outgrows them: its
-/// applied-policy insert then probed the stored reports through the by-time index on
-/// `tenant_id` alone, reading every report the run had just stored, per report (measured:
-/// the first run of 8,192 reports after one-row statistics took 6.1 s, the next one 0.7 s;
-/// retaking them inside the run, 0.39 s and 0.46 s). So the
-/// run retakes them ([`ANALYZE_CHECKINS`]) before that insert is planned: `ANALYZE` counts the
-/// run's own uncommitted rows, and it is cheap while the table is about the run's size.
-pub const RUN_OUTGREW_STATISTICS: &str =
-    "SELECT c.reltuples::int8 < $1 FROM pg_class c WHERE c.oid = 'client_checkins'::regclass";
-/// PostgreSQL: retakes the statistics of `client_checkins` (inside a run).
-pub const ANALYZE_CHECKINS: &str = "ANALYZE client_checkins";
-
 /// PostgreSQL: the session's table for the run being applied (emptied at every commit).
 pub const CREATE_CHECKIN_RUN: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS checkin_run (LIKE client_checkin_log) ON COMMIT DELETE ROWS";
 
@@ -196,44 +181,50 @@ pub const CREATE_CHECKIN_RUN: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS check
 pub const TAKE_LOG_INTO_RUN: &str = "WITH taken AS (DELETE FROM client_checkin_log WHERE seq IN (SELECT seq FROM client_checkin_log WHERE seq <= $1 ORDER BY seq LIMIT $2) RETURNING *) INSERT INTO checkin_run SELECT * FROM taken";
 
 /// PostgreSQL, before the run's reports are stored: the applied-policy rows of the reports
-/// they may replace go, found by their exact keys from each stored report (its time and
-/// `applied_policies`; only applying writes these tables, and it is serialized) …
+/// they will replace go — the stored reports no newer than the run's latest for their device,
+/// which is exactly when [`APPLY_RUN_REPORTS`]'s upsert replaces one — found by their exact
+/// keys from each stored report (its time and `applied_policies`; only applying writes these
+/// tables, and it is serialized) …
 pub const DELETE_RUN_REPLACED_POLICIES: &str = "DELETE FROM client_checkin_policies p USING (\
      SELECT c.tenant_id, j.id, c.checkin_date_time, c.user_id, c.device_key \
-     FROM (SELECT DISTINCT tenant_id, user_id, device_key FROM checkin_run) k \
-     JOIN client_checkins c ON c.tenant_id = k.tenant_id AND c.user_id = k.user_id AND c.device_key = k.device_key \
+     FROM (SELECT tenant_id, user_id, device_key, MAX(checkin_date_time) AS latest FROM checkin_run GROUP BY tenant_id, user_id, device_key) k \
+     JOIN client_checkins c ON c.tenant_id = k.tenant_id AND c.user_id = k.user_id AND c.device_key = k.device_key AND c.checkin_date_time <= k.latest \
      CROSS JOIN LATERAL jsonb_array_elements_text(c.applied_policies::jsonb) AS j(id) WHERE j.id IS NOT NULL) o \
      WHERE p.tenant_id = o.tenant_id AND p.configuration_id = o.id AND p.checkin_date_time = o.checkin_date_time \
      AND p.user_id = o.user_id AND p.device_key = o.device_key";
 
-/// PostgreSQL: … the run's latest report per device is stored (an upsert may touch a row
-/// once), in key order …
+/// PostgreSQL: … then, in one statement, the run's latest report per device is stored (an
+/// upsert may touch a row once), in key order, and the applied-policy rows of the reports it
+/// stored — the ones it returns: inserted, or replacing one no newer — are inserted from what
+/// it returns. A device whose stored report is newer keeps it and its rows (neither deleted
+/// above nor returned here). (The rows used to come back from a probe of `client_checkins`
+/// per device after the upsert, a separate statement: a lookup per report more, and with
+/// statistics taken while the table held a few rows the planner probed through the by-time
+/// index on `tenant_id` alone, reading every report the run had just stored per report —
+/// the first run of 8,192 reports on a fresh database took 6.1 s.)
+///
+/// No `ON CONFLICT` on the applied-policy rows: nothing can conflict, and a speculative
+/// insertion cost about 60 % more (measured: 8,192 reports' 24,576 rows, about 10 µs a
+/// report). The rows are distinct (one stored report per device of the run, and each report's
+/// ids made distinct on their own — cheaper than a `DISTINCT` over all the run's rows, a sort
+/// that spilled to disk at the default `work_mem`: 7–12 % off this statement),
+/// [`DELETE_RUN_REPLACED_POLICIES`] removed the stored rows of the reports replaced, and no
+/// other run adds any until this one commits (the apply lock). Should a unique violation come
+/// anyway, the run is applied again with [`APPLY_RUN_REPORTS_SAFE`].
 pub static APPLY_RUN_REPORTS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO client_checkins ({CHECKIN_COLUMNS}) SELECT DISTINCT ON (tenant_id, user_id, device_key) {CHECKIN_COLUMNS} FROM checkin_run ORDER BY tenant_id, user_id, device_key, checkin_date_time DESC, seq DESC {UPSERT_CHECKINS_TAIL}"
+        "WITH stored AS (\
+             INSERT INTO client_checkins ({CHECKIN_COLUMNS}) SELECT DISTINCT ON (tenant_id, user_id, device_key) {CHECKIN_COLUMNS} FROM checkin_run ORDER BY tenant_id, user_id, device_key, checkin_date_time DESC, seq DESC {UPSERT_CHECKINS_TAIL} \
+             RETURNING tenant_id, user_id, device_key, checkin_date_time, applied_policies, was_successful) \
+         INSERT INTO client_checkin_policies (tenant_id, configuration_id, checkin_date_time, user_id, device_key, was_successful) \
+         SELECT s.tenant_id, j.id, s.checkin_date_time, s.user_id, s.device_key, s.was_successful FROM stored s \
+         CROSS JOIN LATERAL (SELECT DISTINCT e.id FROM jsonb_array_elements_text(s.applied_policies::jsonb) AS e(id) WHERE e.id IS NOT NULL) j"
     )
 });
 
-/// … and the rows come back from each device's stored report (which may be newer than the
-/// run's, and then is the one whose rows just went).
-///
-/// No `ON CONFLICT`: nothing can conflict, and a speculative insertion cost about 60 % more
-/// (measured: 8,192 reports' 24,576 rows, about 10 µs a report). The rows are distinct (one
-/// stored report per device of the run, and each report's ids made distinct on their own —
-/// cheaper than a `DISTINCT` over all the run's rows, a sort that spilled to disk at the
-/// default `work_mem`: 7–12 % off this statement), [`DELETE_RUN_REPLACED_POLICIES`]
-/// removed the stored rows of these devices, and no other run adds any until this one commits
-/// (the apply lock). Should a unique violation come anyway, the run is applied again with
-/// [`INSERT_RUN_DEVICES_POLICIES_SAFE`].
-pub const INSERT_RUN_DEVICES_POLICIES: &str = "INSERT INTO client_checkin_policies (tenant_id, configuration_id, checkin_date_time, user_id, device_key, was_successful) \
-     SELECT c.tenant_id, j.id, c.checkin_date_time, c.user_id, c.device_key, c.was_successful \
-     FROM (SELECT DISTINCT tenant_id, user_id, device_key FROM checkin_run) k \
-     JOIN client_checkins c ON c.tenant_id = k.tenant_id AND c.user_id = k.user_id AND c.device_key = k.device_key \
-     CROSS JOIN LATERAL (SELECT DISTINCT e.id FROM jsonb_array_elements_text(c.applied_policies::jsonb) AS e(id) WHERE e.id IS NOT NULL) j";
-
-/// [`INSERT_RUN_DEVICES_POLICIES`] skipping rows that exist (the fallback).
-pub static INSERT_RUN_DEVICES_POLICIES_SAFE: LazyLock<String> =
-    LazyLock::new(|| format!("{INSERT_RUN_DEVICES_POLICIES} ON CONFLICT DO NOTHING"));
+/// [`APPLY_RUN_REPORTS`] skipping applied-policy rows that exist (the fallback).
+pub static APPLY_RUN_REPORTS_SAFE: LazyLock<String> =
+    LazyLock::new(|| format!("{} ON CONFLICT DO NOTHING", APPLY_RUN_REPORTS.as_str()));
 
 /// PostgreSQL: a whole check-in batch in one statement (run as its own transaction): the
 /// reports appended to the log from one array per column (`$1`–`$12`), and the overrides of
@@ -937,12 +928,13 @@ mod tests {
         schema.drop().await;
     }
 
-    /// A run that outgrows the statistics of `client_checkins` retakes them before inserting
-    /// its applied-policy rows, so it probes the stored reports by their key, not every report
-    /// of the tenant per report through the by-time index (rows read through that index:
-    /// about 4.5 million for this run without it).
+    /// A run that outgrows the statistics of `client_checkins` (here: one-row statistics, in
+    /// which `tenant_id` looks unique) does not read the reports it just stored through the
+    /// by-time index, per report: its applied-policy rows come from what its upsert returned,
+    /// with no probe of the table after the upsert (rows read through that index: 4,504,501
+    /// for this run when they came from such a probe).
     #[tokio::test]
-    async fn postgres_a_run_that_outgrows_the_statistics_retakes_them() {
+    async fn postgres_a_run_that_outgrows_the_statistics_reads_by_key() {
         let Some(schema) = TestSchema::create().await else {
             return;
         };

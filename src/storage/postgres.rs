@@ -263,22 +263,14 @@ impl PostgresStore {
             .await?
             .rows_affected();
         if taken > 0 {
-            let insert = if safe {
-                INSERT_RUN_DEVICES_POLICIES_SAFE.as_str()
+            let apply = if safe {
+                APPLY_RUN_REPORTS_SAFE.as_str()
             } else {
-                INSERT_RUN_DEVICES_POLICIES
+                APPLY_RUN_REPORTS.as_str()
             };
-            for statement in [DELETE_RUN_REPLACED_POLICIES, APPLY_RUN_REPORTS.as_str()] {
+            for statement in [DELETE_RUN_REPLACED_POLICIES, apply] {
                 sqlx::query(statement).execute(&mut *tx).await?;
             }
-            if sqlx::query_scalar::<_, bool>(RUN_OUTGREW_STATISTICS)
-                .bind(i64::try_from(taken).unwrap_or(i64::MAX))
-                .fetch_one(&mut *tx)
-                .await?
-            {
-                sqlx::query(ANALYZE_CHECKINS).execute(&mut *tx).await?;
-            }
-            sqlx::query(insert).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(usize::try_from(taken).unwrap_or(usize::MAX))
