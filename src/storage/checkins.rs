@@ -870,6 +870,31 @@ mod tests {
         schema.drop().await;
     }
 
+    /// A store of `schema` whose `client_checkins` holds one applied report (PC-0 applying
+    /// `applied`) and statistics of that one row, in which `tenant_id` looks unique — what
+    /// autovacuum leaves after a table's first changes — and a connection of its own.
+    async fn one_row_statistics(
+        schema: &TestSchema,
+        tenant: &TenantId,
+        now: OffsetDateTime,
+        applied: &[Uuid],
+    ) -> (crate::storage::postgres::PostgresStore, sqlx::PgConnection) {
+        let store = schema.store().await;
+        store
+            .record_checkins(&[checkin(tenant, "PC-0", now, applied)])
+            .await
+            .unwrap();
+        store.materialize_checkins(100).await.unwrap();
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&schema.url)
+            .await
+            .unwrap();
+        sqlx::query("ANALYZE client_checkins")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        (store, conn)
+    }
+
     /// Applying retakes the tables' statistics as the stored reports grow: with those of a
     /// one-row table (autovacuum's after the first changes) the apply statements' probe of the
     /// stored reports went through the by-time index, reading every report of the tenant per
@@ -879,24 +904,10 @@ mod tests {
         let Some(schema) = TestSchema::create().await else {
             return;
         };
-        let store = schema.store().await;
         let tenant = TenantId::parse("contoso").unwrap();
         let now = OffsetDateTime::now_utc();
         let applied = [Uuid::new_v4()];
-        store
-            .record_checkins(&[checkin(&tenant, "PC-0", now, &applied)])
-            .await
-            .unwrap();
-        store.materialize_checkins(100).await.unwrap();
-        // What autovacuum does after a table's first changes: statistics of one row, in
-        // which `tenant_id` looks unique.
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&schema.url)
-            .await
-            .unwrap();
-        sqlx::query("ANALYZE client_checkins")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let (store, mut conn) = one_row_statistics(&schema, &tenant, now, &applied).await;
         for b in 0..30 {
             let batch: Vec<_> = (0..100)
                 .map(|d| checkin(&tenant, &format!("PC-{b}-{d}"), now, &applied))
@@ -938,24 +949,10 @@ mod tests {
         let Some(schema) = TestSchema::create().await else {
             return;
         };
-        let store = schema.store().await;
         let tenant = TenantId::parse("contoso").unwrap();
         let now = OffsetDateTime::now_utc();
         let applied = [Uuid::new_v4(), Uuid::new_v4()];
-        store
-            .record_checkins(&[checkin(&tenant, "PC-0", now, &applied)])
-            .await
-            .unwrap();
-        store.materialize_checkins(100).await.unwrap();
-        // Statistics of one row, in which `tenant_id` looks unique (as autovacuum leaves them
-        // after a table's first changes).
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&schema.url)
-            .await
-            .unwrap();
-        sqlx::query("ANALYZE client_checkins")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let (store, mut conn) = one_row_statistics(&schema, &tenant, now, &applied).await;
         for b in 0..6 {
             let batch: Vec<_> = (0..500)
                 .map(|d| checkin(&tenant, &format!("PC-{b}-{d}"), now, &applied))
