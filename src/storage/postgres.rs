@@ -231,9 +231,11 @@ impl PostgresStore {
                 .fetch_one(&self.writer)
                 .await?
             {
-                sqlx::query(ANALYZE_CHECKIN_TABLES)
-                    .execute(&self.writer)
+                let mut tx = self.writer.begin().await?;
+                sqlx::raw_sql(ANALYZE_CHECKIN_TABLES)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
             }
             Ok::<_, sqlx::Error>(())
         };
