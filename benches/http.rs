@@ -2539,8 +2539,8 @@ async fn checkins_run(cfg: &Config, pg: Option<&PgSchema>) {
     );
     match pg {
         Some(schema) => println!(
-            "PostgreSQL {} at {}, schema {}; cirrus's check-in writers: 2 (its PostgreSQL \
-             default); single-row commits: a fresh table in the same schema, one connection",
+            "PostgreSQL {} at {}, schema {}; cirrus's check-in writer: 1 (its default; \
+             PostgreSQL's applying is one stream too); single-row commits: a fresh table in the same schema, one connection",
             schema.server_version().await.unwrap_or_else(|| "?".into()),
             redact(&schema.admin_url),
             schema.name

@@ -155,14 +155,13 @@ pub async fn build_state(cfg: &ServeConfig) -> anyhow::Result<Arc<AppState>> {
         Database::Sqlite(_) => Some(lock_data_dir(&cfg.data_dir)?),
         Database::Postgres(_) => None,
     };
-    let mut checkins = cfg.checkins;
-    if matches!(db, Database::Postgres(_)) {
-        // PostgreSQL commits several transactions at once; SQLite has one writer. Two, not
-        // more: each batch costs a round trip and a commit, so fewer, larger batches win
-        // (64 clients on a 2-core machine: 1 or 2 writers about 12.8 k check-ins/s, 4
-        // writers 10.6 k); the second keeps a batch filling while one commits.
-        checkins.ingest.writers = checkins.ingest.writers.max(2);
-    }
+    // One check-in writer on either engine (IngestConfig's default). PostgreSQL could commit
+    // several batches at once, and it had two writers, the second filling a batch while the
+    // first committed; once a writer gathers its batch over a few scheduler passes, one
+    // writer makes batches twice as large and each batch costs a statement and a commit
+    // whatever its size (64 clients on a 2-core machine, two A/B pairs: 19.7 k / 19.3 k
+    // check-ins/s with two writers, 20.2 k / 20.7 k with one).
+    let checkins = cfg.checkins;
     if cfg.clock_offset_file.is_some() && !matches!(cfg.auth, AuthMode::Dev) {
         anyhow::bail!("--clock-offset-file is a test hook and only allowed with --auth dev");
     }

@@ -25,8 +25,9 @@ use crate::storage::{StorageError, Store};
 pub struct IngestConfig {
     /// Reports written in one transaction at most.
     pub max_batch: usize,
-    /// Concurrent writer tasks (on SQLite one: the check-in log file has one writer; PostgreSQL commits
-    /// several transactions in parallel).
+    /// Concurrent writer tasks: 1 by default on both engines (SQLite's log file has one writer;
+    /// on PostgreSQL, where batches could commit in parallel, one writer's larger batches cost
+    /// less — see `config::build_state`).
     pub writers: usize,
     /// Reports waiting for a writer at most; further submitters wait (backpressure).
     pub queue: usize,
@@ -366,6 +367,43 @@ mod tests {
         let mut batch = Vec::new();
         gather(&mut rx, 9usize, 3, &mut batch).await;
         assert_eq!(batch, [9, 0, 1]);
+    }
+
+    /// Writers share the queue: with several, every report is acknowledged and stored once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn several_writers_store_every_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("cirrus.sqlite3"), true)
+                .await
+                .unwrap(),
+        );
+        let ingestor = Arc::new(CheckinIngestor::start(
+            store.clone(),
+            IngestConfig {
+                writers: 3,
+                max_batch: 4,
+                ..IngestConfig::default()
+            },
+        ));
+        let submitted: Vec<_> = (0..60)
+            .map(|d| {
+                let ingestor = ingestor.clone();
+                tokio::spawn(async move { ingestor.submit(checkin(&format!("PC-{d}"))).await })
+            })
+            .collect();
+        for s in submitted {
+            s.await.unwrap().unwrap();
+        }
+        let view = store
+            .tenant_checkin_view(
+                &TenantId::parse("contoso").unwrap(),
+                OffsetDateTime::now_utc() - time::Duration::hours(1),
+                1000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(view.statuses.len(), 60);
     }
 
     /// The log is bounded: with `max_backlog` reports logged and not applied (here because
