@@ -121,12 +121,14 @@ impl Service {
     /// Stores a client's report (durably, before returning) as the latest status of its
     /// (user, device). Ids in `appliedPolicies` that name no configuration of the tenant (one
     /// deleted between the client's policy fetch and its report, say) are kept as reported
-    /// and count toward no configuration's view.
+    /// and count toward no configuration's view. Returns the stored status as JSON (the
+    /// `201`'s body), rendered before the status goes to the writer, which keeps it: the
+    /// hottest write path does not copy it.
     pub async fn record_checkin(
         &self,
         who: Reporter<'_>,
         input: ClientCheckinInput,
-    ) -> GraphResult<CheckinStatus> {
+    ) -> GraphResult<Vec<u8>> {
         let status = CheckinStatus {
             user_id: who.user_id.to_string(),
             user_principal_name: who.user_principal_name.map(str::to_string),
@@ -139,13 +141,14 @@ impl Service {
             applied_policies: input.applied_policies.into_iter().map(Some).collect(),
             last_task_name: input.last_task_name,
         };
+        let json = status.to_json_bytes();
         self.ingestor
             .submit(Checkin {
                 tenant: who.tenant.clone(),
-                status: status.clone(),
+                status,
             })
             .await?;
-        Ok(status)
+        Ok(json)
     }
 
     /// The generation to cache views under, read before the database (None: don't cache).

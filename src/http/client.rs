@@ -62,7 +62,7 @@ async fn checkins_inner(state: &AppState, req: Request) -> GraphResult<Response>
     let (parts, body) = req.into_parts();
     let value = read_json(&parts.headers, body, state.config.max_body_bytes).await?;
     let input = crate::model::input::client_checkin(&value)?;
-    let status = state
+    let body = state
         .service
         .record_checkin(
             Reporter {
@@ -73,10 +73,7 @@ async fn checkins_inner(state: &AppState, req: Request) -> GraphResult<Response>
             input,
         )
         .await?;
-    Ok(json_bytes_response(
-        StatusCode::CREATED,
-        status.to_json_bytes(),
-    ))
+    Ok(json_bytes_response(StatusCode::CREATED, body))
 }
 
 /// `GET /cirrus/v1/client/policy`: the calling user's effective policy, with an `ETag` (a hash
