@@ -4,7 +4,8 @@
 //! each configuration's view is a range of the key, and replacing a report deletes the old
 //! rows by their exact keys, which the stored report gives (migration 0007).
 //!
-//! A group-committed batch of reports is appended to `client_checkin_log` in one transaction
+//! A group-committed batch of reports is appended to the check-in log in one transaction (on
+//! PostgreSQL one `client_checkin_log_batches` row per batch, migration 0008)
 //! (what the acknowledgement waits for); runs of log rows are applied to the two keyed tables
 //! later, inside the database, and every view read applies what is pending first (decision 11
 //! in docs/decisions.md). SQLite has one writer; on PostgreSQL applying is serialized across
@@ -176,14 +177,39 @@ pub const CHECKIN_STATISTICS_STALE: &str = "SELECT pg_relation_size(c.oid) / cur
 pub const ANALYZE_CHECKIN_TABLES: &str =
     "SET LOCAL default_statistics_target = 10; ANALYZE client_checkins, client_checkin_policies";
 
-/// PostgreSQL: the session's table for the run being applied (emptied at every commit).
-pub const CREATE_CHECKIN_RUN: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS checkin_run (LIKE client_checkin_log) ON COMMIT DELETE ROWS";
+/// PostgreSQL: the session's table for the run being applied (emptied at every commit): a row
+/// per report, with its log row's `seq` and its place in that row's batch (`ord`; 0 for a row
+/// of the per-report log).
+pub const CREATE_CHECKIN_RUN: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS checkin_run (LIKE client_checkin_log, ord BIGINT NOT NULL) ON COMMIT DELETE ROWS";
 
-/// PostgreSQL: takes the oldest log rows up to `$1`, at most `$2`, into the run. No `FOR
+/// PostgreSQL: the log's last sequence number (0 when empty), over both of its tables (they
+/// share one sequence): a batch per row (`client_checkin_log_batches`, migration 0008) and, from
+/// before that or from an instance still running an earlier version, a report per row.
+pub const PG_LOG_HEAD: &str = "SELECT GREATEST((SELECT COALESCE(MAX(seq), 0) FROM client_checkin_log_batches), (SELECT COALESCE(MAX(seq), 0) FROM client_checkin_log))";
+
+/// PostgreSQL: takes the oldest logged reports up to sequence `$1` into the run: whole batches
+/// until `$2` reports or more are taken, and at most `$2` rows of the per-report log. No `FOR
 /// UPDATE` is needed (it wrote each row twice): under the apply lock no other run holds log
 /// rows, and this statement's snapshot, taken after the lock was granted, has every earlier
 /// run's deletions.
-pub const TAKE_LOG_INTO_RUN: &str = "WITH taken AS (DELETE FROM client_checkin_log WHERE seq IN (SELECT seq FROM client_checkin_log WHERE seq <= $1 ORDER BY seq LIMIT $2) RETURNING *) INSERT INTO checkin_run SELECT * FROM taken";
+pub static TAKE_LOG_INTO_RUN: LazyLock<String> = LazyLock::new(|| {
+    let u = CHECKIN_COLUMNS
+        .split(", ")
+        .map(|c| format!("b.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "WITH batches AS (\
+             DELETE FROM client_checkin_log_batches WHERE seq IN (\
+                 SELECT seq FROM (SELECT seq, SUM(reports) OVER (ORDER BY seq) - reports AS before FROM client_checkin_log_batches WHERE seq <= $1) w WHERE before < $2) \
+             RETURNING *), \
+         rows AS (\
+             DELETE FROM client_checkin_log WHERE seq IN (SELECT seq FROM client_checkin_log WHERE seq <= $1 ORDER BY seq LIMIT $2) RETURNING *) \
+         INSERT INTO checkin_run (seq, {CHECKIN_COLUMNS}, ord) \
+         SELECT seq, {CHECKIN_COLUMNS}, 0 FROM rows \
+         UNION ALL SELECT b.seq, r.* FROM batches b, UNNEST({u}) WITH ORDINALITY AS r({CHECKIN_COLUMNS}, ord)"
+    )
+});
 
 /// PostgreSQL, before the run's reports are stored: the applied-policy rows of the reports
 /// they will replace go — the stored reports no newer than the run's latest for their device,
@@ -219,7 +245,7 @@ pub const DELETE_RUN_REPLACED_POLICIES: &str = "DELETE FROM client_checkin_polic
 pub static APPLY_RUN_REPORTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH stored AS (\
-             INSERT INTO client_checkins ({CHECKIN_COLUMNS}) SELECT DISTINCT ON (tenant_id, user_id, device_key) {CHECKIN_COLUMNS} FROM checkin_run ORDER BY tenant_id, user_id, device_key, checkin_date_time DESC, seq DESC {UPSERT_CHECKINS_TAIL} \
+             INSERT INTO client_checkins ({CHECKIN_COLUMNS}) SELECT DISTINCT ON (tenant_id, user_id, device_key) {CHECKIN_COLUMNS} FROM checkin_run ORDER BY tenant_id, user_id, device_key, checkin_date_time DESC, seq DESC, ord DESC {UPSERT_CHECKINS_TAIL} \
              RETURNING tenant_id, user_id, device_key, checkin_date_time, applied_policies, was_successful) \
          INSERT INTO client_checkin_policies (tenant_id, configuration_id, checkin_date_time, user_id, device_key, was_successful) \
          SELECT s.tenant_id, j.id, s.checkin_date_time, s.user_id, s.device_key, s.was_successful FROM stored s \
@@ -232,14 +258,14 @@ pub static APPLY_RUN_REPORTS_SAFE: LazyLock<String> =
     LazyLock::new(|| format!("{} ON CONFLICT DO NOTHING", APPLY_RUN_REPORTS.as_str()));
 
 /// PostgreSQL: a whole check-in batch in one statement (run as its own transaction): the
-/// reports appended to the log from one array per column (`$1`–`$12`), and the overrides of
-/// the batch's tenants (`$13`) and of the configurations its reports applied (`$14` tenants
-/// and `$15` ids, pairwise) ended. Returns the tenants where an override ended, and the rows
-/// appended.
+/// reports appended to the log as one row of one array per column (`$1`–`$12`), and the
+/// overrides of the batch's tenants (`$13`) and of the configurations its reports applied
+/// (`$14` tenants and `$15` ids, pairwise) ended. Returns the tenants where an override ended,
+/// and the reports appended.
 pub static APPEND_LOG_BATCH: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH appended AS (\
-             INSERT INTO client_checkin_log ({CHECKIN_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::int8[], $10::text[], $11::text[], $12::text[]) RETURNING 1), \
+             INSERT INTO client_checkin_log_batches (reports, {CHECKIN_COLUMNS}) VALUES (cardinality($1::text[]), $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::int8[], $10::text[], $11::text[], $12::text[]) RETURNING reports), \
          office AS (\
              UPDATE office_configurations SET checkin_override = FALSE \
              WHERE tenant_id = ANY($13::text[]) AND checkin_override RETURNING tenant_id), \
@@ -248,7 +274,7 @@ pub static APPEND_LOG_BATCH: LazyLock<String> = LazyLock::new(|| {
              FROM UNNEST($14::text[], $15::text[]) AS s(tenant_id, id) \
              WHERE c.tenant_id = s.tenant_id AND c.id = s.id AND c.checkin_override RETURNING c.tenant_id) \
          SELECT ARRAY(SELECT tenant_id FROM office UNION SELECT tenant_id FROM configurations), \
-             (SELECT count(*) FROM appended)"
+             (SELECT COALESCE(SUM(reports), 0) FROM appended)::int8"
     )
 });
 
@@ -856,6 +882,84 @@ mod tests {
         pool.close().await;
         let store = SqliteStore::open(&db, true).await.unwrap();
         upgrade_keeps_applied_policy_rows(&store, a, t0).await;
+    }
+
+    /// On PostgreSQL a batch is one log row (migration 0008), its reports in order: of one
+    /// device's two reports with the same time in a batch, the later one is stored.
+    #[tokio::test]
+    async fn postgres_logs_a_row_per_batch() {
+        let Some(schema) = TestSchema::create().await else {
+            return;
+        };
+        let store = schema.store().await;
+        let pool = sqlx::PgPool::connect(&schema.url).await.unwrap();
+        let tenant = TenantId::parse("contoso").unwrap();
+        let (a, b, t0) = (Uuid::new_v4(), Uuid::new_v4(), OffsetDateTime::now_utc());
+        let batch: Vec<_> = (0..3)
+            .map(|d| checkin(&tenant, &format!("PC-{d}"), t0, &[a]))
+            .chain([checkin(&tenant, "PC-0", t0, &[b])])
+            .collect();
+        store.record_checkins(&batch).await.unwrap();
+        let rows: (i64, Option<i64>, i64) = sqlx::query_as("SELECT COUNT(*), SUM(reports), (SELECT COUNT(*) FROM client_checkin_log) FROM client_checkin_log_batches")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, (1, Some(4), 0), "(batch rows, reports, report rows)");
+        assert_eq!(store.materialize_checkins(8192).await.unwrap(), 4);
+        let views = store
+            .configuration_checkin_views(&tenant, &[a, b], t0 - time::Duration::hours(1), 10)
+            .await
+            .unwrap();
+        assert_eq!(views[&a].statuses.len(), 2, "PC-1 and PC-2");
+        assert_eq!(views[&b].statuses.len(), 1, "PC-0's later report");
+        pool.close().await;
+        schema.drop().await;
+    }
+
+    /// Reports logged a row each (before migration 0008, or by an instance still running the
+    /// previous version) are applied with the batches, in one order: the log's two tables
+    /// share a sequence, so a newer batch's report of the same device at the same time wins.
+    #[tokio::test]
+    async fn postgres_applies_reports_logged_a_row_each() {
+        let Some(schema) = TestSchema::create().await else {
+            return;
+        };
+        let pool = sqlx::PgPool::connect(&schema.url).await.unwrap();
+        crate::storage::postgres::MIGRATOR
+            .run_to(7, &pool)
+            .await
+            .unwrap();
+        let (a, b, t0) = (Uuid::new_v4(), Uuid::new_v4(), OffsetDateTime::now_utc());
+        for device in ["PC-1", "PC-2"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO client_checkin_log ({CHECKIN_COLUMNS}) VALUES ('contoso', '00000000-0000-4000-8000-000000000001', lower($1), NULL, $1, NULL, NULL, TRUE, $3, NULL, '[\"' || $2 || '\"]', NULL)")))
+                .bind(device)
+                .bind(a.to_string())
+                .bind(crate::storage::sql::micros(t0))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+        let store = schema.store().await;
+        let tenant = TenantId::parse("contoso").unwrap();
+        let mut newer = checkin(&tenant, "PC-2", t0, &[b]);
+        newer.status.user_id = "00000000-0000-4000-8000-000000000001".into();
+        store.record_checkins(&[newer]).await.unwrap();
+        assert_eq!(store.materialize_checkins(8192).await.unwrap(), 3);
+        let views = store
+            .configuration_checkin_views(&tenant, &[a, b], t0 - time::Duration::hours(1), 10)
+            .await
+            .unwrap();
+        let names = |id: &Uuid| -> Vec<String> {
+            views[id]
+                .statuses
+                .iter()
+                .map(|s| s.device_name.clone().unwrap())
+                .collect()
+        };
+        assert_eq!(names(&a), ["PC-1"]);
+        assert_eq!(names(&b), ["PC-2"]);
+        schema.drop().await;
     }
 
     #[tokio::test]

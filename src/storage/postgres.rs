@@ -224,7 +224,7 @@ impl PostgresStore {
     /// The log's last sequence number (0 when empty): a cheap read, as the
     /// materializer also polls an idle log.
     async fn checkins_log_head(&self) -> crate::storage::StorageResult<i64> {
-        sqlx::query_scalar(crate::storage::checkins::LOG_HEAD)
+        sqlx::query_scalar(crate::storage::checkins::PG_LOG_HEAD)
             .fetch_one(&self.reader)
             .await
             .map_err(crate::storage::sql::map_err)
@@ -284,7 +284,7 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query(CREATE_CHECKIN_RUN).execute(&mut *tx).await?;
-        let taken = sqlx::query(TAKE_LOG_INTO_RUN)
+        let taken = sqlx::query(TAKE_LOG_INTO_RUN.as_str())
             .bind(upto)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .execute(&mut *tx)
