@@ -916,6 +916,31 @@ mod tests {
         schema.drop().await;
     }
 
+    /// A view read applies every report logged before it, also when a run takes more than
+    /// the drain's limit (whole batches: the one that crosses the limit comes along).
+    #[tokio::test]
+    async fn postgres_a_view_read_applies_every_batch() {
+        let Some(schema) = TestSchema::create().await else {
+            return;
+        };
+        let store = schema.store().await;
+        let tenant = TenantId::parse("contoso").unwrap();
+        let t0 = OffsetDateTime::now_utc();
+        let per_batch = DRAIN_BATCH * 3 / 4;
+        for b in 0..3 {
+            let batch: Vec<_> = (0..per_batch)
+                .map(|d| checkin(&tenant, &format!("PC-{b}-{d}"), t0, &[]))
+                .collect();
+            store.record_checkins(&batch).await.unwrap();
+        }
+        let view = store
+            .tenant_checkin_view(&tenant, t0 - time::Duration::hours(1), 100_000)
+            .await
+            .unwrap();
+        assert_eq!(view.statuses.len(), 3 * per_batch);
+        schema.drop().await;
+    }
+
     /// Reports logged a row each (before migration 0008, or by an instance still running the
     /// previous version) are applied with the batches, in one order: the log's two tables
     /// share a sequence, so a newer batch's report of the same device at the same time wins.

@@ -208,7 +208,8 @@ impl PostgresStore {
         if head == 0 {
             return Ok(());
         }
-        while self.materialize_log(head, DRAIN_BATCH).await? == DRAIN_BATCH {}
+        // A run takes whole batches, so it may take more than the limit: less means drained.
+        while self.materialize_log(head, DRAIN_BATCH).await? >= DRAIN_BATCH {}
         Ok(())
     }
 
