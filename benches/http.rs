@@ -2198,12 +2198,28 @@ async fn stored_checkins(data_dir: &Path, pg: Option<&PgSchema>) -> (i64, i64, i
     match pg {
         Some(schema) => {
             let mut conn = pg_connect(&schema.url()).await.expect("PostgreSQL");
-            let counts = sqlx::query_as(COUNTS)
+            let (rows, policies, mut pending): (i64, i64, i64) = sqlx::query_as(COUNTS)
                 .fetch_one(&mut conn)
                 .await
                 .expect("count");
+            // Since migration 0008 a batch per row (absent when an A/B run with
+            // `CIRRUS_BENCH_CIRRUS` runs a cirrus from before it).
+            let batched: bool =
+                sqlx::query_scalar("SELECT to_regclass('client_checkin_log_batches') IS NOT NULL")
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("the log's tables");
+            if batched {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COALESCE(SUM(reports), 0)::int8 FROM client_checkin_log_batches",
+                )
+                .fetch_one(&mut conn)
+                .await
+                .expect("count batches");
+                pending += n;
+            }
             let _ = conn.close().await;
-            counts
+            (rows, policies, pending)
         }
         None => {
             let opts = sqlx::sqlite::SqliteConnectOptions::new()
