@@ -155,13 +155,6 @@ pub async fn build_state(cfg: &ServeConfig) -> anyhow::Result<Arc<AppState>> {
         Database::Sqlite(_) => Some(lock_data_dir(&cfg.data_dir)?),
         Database::Postgres(_) => None,
     };
-    // One check-in writer on either engine (IngestConfig's default). PostgreSQL could commit
-    // several batches at once, and it had two writers, the second filling a batch while the
-    // first committed; once a writer gathers its batch over a few scheduler passes, one
-    // writer makes batches twice as large and each batch costs a statement and a commit
-    // whatever its size (64 clients on a 2-core machine, two A/B pairs: 19.7 k / 19.3 k
-    // check-ins/s with two writers, 20.2 k / 20.7 k with one).
-    let checkins = cfg.checkins;
     if cfg.clock_offset_file.is_some() && !matches!(cfg.auth, AuthMode::Dev) {
         anyhow::bail!("--clock-offset-file is a test hook and only allowed with --auth dev");
     }
@@ -174,7 +167,7 @@ pub async fn build_state(cfg: &ServeConfig) -> anyhow::Result<Arc<AppState>> {
     let mut http = cfg.http.clone();
     http.fallback_host = cfg.listen.to_string();
     Ok(Arc::new(AppState {
-        service: Service::new(store, changes, cfg.clock(), checkins),
+        service: Service::new(store, changes, cfg.clock(), cfg.checkins),
         auth: Authenticator::new(verifier),
         throttle: crate::http::throttle::Throttle::new(http.throttle.clone()),
         config: http,

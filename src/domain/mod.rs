@@ -261,7 +261,7 @@ pub struct Service {
 }
 
 impl Service {
-    /// Builds the service and starts its check-in writers (needs a tokio runtime).
+    /// Builds the service and starts its check-in writer (needs a tokio runtime).
     /// `changes` must be the feed `store`'s commits bump, or cached policies go stale.
     pub fn new(
         store: Arc<dyn Store>,

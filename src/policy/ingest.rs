@@ -1,20 +1,26 @@
 //! Group commit for client check-ins (DESIGN §4): every Office client checks in, so reports
-//! are queued and written by a few writer tasks, each taking everything queued so far as one
+//! are queued and written by one writer task, which takes everything queued so far as one
 //! transaction. A report is acknowledged only after the transaction holding it committed, so
 //! nothing acknowledged can be lost; while one batch commits the next one fills up, so the
 //! commit rate of the database bounds batches per second, not reports per second.
+//!
+//! One writer on both engines: SQLite's log file has one writer anyway, and on PostgreSQL,
+//! which could commit batches in parallel, each batch costs a statement and a commit whatever
+//! its size, so one writer's larger batches cost less (64 clients on a 2-core machine, two
+//! A/B pairs: 19.7 k / 19.3 k check-ins a second with two writers, 20.2 k / 20.7 k with one,
+//! once batches are gathered over scheduler passes, see [`gather`]).
 //!
 //! A batch is appended to the check-in log (one run of consecutive pages, so a commit writes
 //! little); a materializer task applies the log to the tables the views read in much larger
 //! transactions, off the acknowledgement path. The views apply whatever is still pending before
 //! they read, so they always include every acknowledged report. The log is kept bounded: past
-//! [`IngestConfig::max_backlog`] unapplied reports, writers wait for the materializer.
+//! [`IngestConfig::max_backlog`] unapplied reports, the writer waits for the materializer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::error::GraphError;
 use crate::model::Checkin;
@@ -25,13 +31,9 @@ use crate::storage::{StorageError, Store};
 pub struct IngestConfig {
     /// Reports written in one transaction at most.
     pub max_batch: usize,
-    /// Concurrent writer tasks: 1 by default on both engines (SQLite's log file has one writer;
-    /// on PostgreSQL, where batches could commit in parallel, one writer's larger batches cost
-    /// less — see `config::build_state`).
-    pub writers: usize,
     /// Reports waiting for a writer at most; further submitters wait (backpressure).
     pub queue: usize,
-    /// Logged reports this instance appended and not yet applied, at most; writers wait for
+    /// Logged reports this instance appended and not yet applied, at most; the writer waits for
     /// the materializer beyond that.
     pub max_backlog: usize,
     /// Log rows the materializer applies per transaction.
@@ -42,7 +44,6 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             max_batch: 512,
-            writers: 1,
             queue: 8192,
             max_backlog: 16_384,
             materialize_batch: 8192,
@@ -70,13 +71,13 @@ pub struct CheckinIngestor {
 /// How long the materializer lets reports gather before applying fewer than a batch.
 const LINGER: Duration = Duration::from_millis(200);
 
-/// What the writers and the materializer share.
+/// What the writer and the materializer share.
 struct Log {
     /// Reports appended by this instance and not yet applied (by anyone, as far as it knows).
     backlog: AtomicUsize,
     /// Wakes the materializer after a commit.
     appended: Notify,
-    /// Wakes writers waiting for the backlog to shrink.
+    /// Wakes the writer waiting for the backlog to shrink.
     applied: Notify,
     max_backlog: usize,
 }
@@ -86,7 +87,7 @@ impl Log {
     /// with `before` counted; returns the reports still counted. A full pass applied `n` of
     /// them. A shorter one found the log drained up to what was committed when it began (other
     /// instances may have applied some of ours): everything counted before it is applied, and
-    /// what writers appended during it is not — forgetting those (as setting the count to 0
+    /// what the writer appended during it is not — forgetting those (as setting the count to 0
     /// did) let the log grow past the bound by every pass's appends (25,773 pending on
     /// PostgreSQL at the end of a benchmark run, against a bound of 16,384).
     fn passed(&self, before: usize, n: usize, batch: usize) -> usize {
@@ -106,21 +107,18 @@ impl CheckinIngestor {
     /// dropped and the queue is drained, so a graceful shutdown flushes every accepted report.
     pub fn start(store: Arc<dyn Store>, config: IngestConfig) -> Self {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let rx = Arc::new(Mutex::new(rx));
         let log = Arc::new(Log {
             backlog: AtomicUsize::new(0),
             appended: Notify::new(),
             applied: Notify::new(),
             max_backlog: config.max_backlog.max(1),
         });
-        for _ in 0..config.writers.max(1) {
-            tokio::spawn(writer(
-                store.clone(),
-                rx.clone(),
-                log.clone(),
-                config.max_batch.max(1),
-            ));
-        }
+        tokio::spawn(writer(
+            store.clone(),
+            rx,
+            log.clone(),
+            config.max_batch.max(1),
+        ));
         tokio::spawn(materializer(
             store,
             log,
@@ -160,7 +158,7 @@ impl CheckinIngestor {
 
 async fn writer(
     store: Arc<dyn Store>,
-    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    mut queue: mpsc::Receiver<Job>,
     log: Arc<Log>,
     max_batch: usize,
 ) {
@@ -174,15 +172,10 @@ async fn writer(
             // Also re-checked now and then, should a wake-up be missed.
             let _ = tokio::time::timeout(Duration::from_millis(100), applied).await;
         }
-        let mut jobs = Vec::with_capacity(max_batch.min(64));
-        {
-            // Holding the receiver while waiting: the other writers are committing meanwhile.
-            let mut rx = queue.lock().await;
-            let Some(first) = rx.recv().await else {
-                return;
-            };
-            gather(&mut rx, first, max_batch, &mut jobs).await;
-        }
+        let Some(first) = queue.recv().await else {
+            return;
+        };
+        let jobs = gather(&mut queue, first, max_batch).await;
         let (checkins, replies): (Vec<Checkin>, Vec<oneshot::Sender<Outcome>>) =
             jobs.into_iter().map(|j| (j.checkin, j.done)).unzip();
         metrics::histogram!("cirrus_checkin_batch_size").record(checkins.len() as f64);
@@ -216,7 +209,7 @@ async fn writer(
 /// Scheduler passes a writer lets go by, with nothing new queued, before it commits a batch.
 const GATHER_PASSES: usize = 2;
 
-/// Collects a batch into `batch`: `first`, then whatever is queued, up to `max_batch`; when the
+/// Collects a batch: `first`, then whatever is queued, up to `max_batch`; when the
 /// queue runs dry, the writer yields to the runtime up to [`GATHER_PASSES`] times in a row,
 /// and takes what the request tasks that ran meanwhile queued. Why: clients acknowledged
 /// together come back together, their requests reaching the queue over a few scheduler
@@ -227,7 +220,8 @@ const GATHER_PASSES: usize = 2;
 /// passes of a runtime with nothing else to do. Measured in the check-in benchmark
 /// (PostgreSQL): 17.2 k → 18.5 k–19.3 k acknowledged check-ins a second, server CPU 37 →
 /// 29–32 µs a check-in.
-async fn gather<T>(queue: &mut mpsc::Receiver<T>, first: T, max_batch: usize, batch: &mut Vec<T>) {
+async fn gather<T>(queue: &mut mpsc::Receiver<T>, first: T, max_batch: usize) -> Vec<T> {
+    let mut batch = Vec::with_capacity(max_batch.min(64));
     batch.push(first);
     let mut idle = 0;
     while batch.len() < max_batch {
@@ -243,6 +237,7 @@ async fn gather<T>(queue: &mut mpsc::Receiver<T>, first: T, max_batch: usize, ba
             Err(_) => break,
         }
     }
+    batch
 }
 
 /// Applies the check-in log to the tables the views read, in large transactions: woken after
@@ -269,7 +264,7 @@ async fn materializer(
         loop {
             let started = std::time::Instant::now();
             // What was counted before the pass: all of it is applied when the pass finds the
-            // log drained; what writers append meanwhile is not.
+            // log drained; what the writer appends meanwhile is not.
             let before = log.backlog.load(Ordering::Relaxed);
             let result = store.materialize_checkins(batch).await;
             // Only passes that applied something: the once-a-second polls of an empty log
@@ -325,7 +320,7 @@ mod tests {
         assert_eq!(log.passed(20_000, 8192, 8192), 11_808);
     }
 
-    /// A pass that drained the log takes off what was counted when it began, not what writers
+    /// A pass that drained the log takes off what was counted when it began, not what the writer
     /// appended meanwhile (which is still pending).
     #[test]
     fn a_draining_pass_keeps_what_was_appended_during_it() {
@@ -353,64 +348,23 @@ mod tests {
             });
         }
         let first = rx.recv().await.unwrap();
-        let mut batch = Vec::new();
-        gather(&mut rx, first, 512, &mut batch).await;
+        let batch = gather(&mut rx, first, 512).await;
         assert_eq!(batch, (0..6).collect::<Vec<_>>());
-        // A lone report goes after its passes; a full batch at once.
+        // What is queued joins `first`, and the batch ends once nothing more comes.
         tx.send(6).await.unwrap();
-        let mut batch = Vec::new();
-        gather(&mut rx, 5usize, 512, &mut batch).await;
-        assert_eq!(batch, [5, 6]);
+        assert_eq!(gather(&mut rx, 5usize, 512).await, [5, 6]);
+        // A full batch goes at once; the rest waits for the next one.
         for i in 0..4 {
             tx.send(i).await.unwrap();
         }
-        let mut batch = Vec::new();
-        gather(&mut rx, 9usize, 3, &mut batch).await;
-        assert_eq!(batch, [9, 0, 1]);
-    }
-
-    /// Writers share the queue: with several, every report is acknowledged and stored once.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn several_writers_store_every_report() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&dir.path().join("cirrus.sqlite3"), true)
-                .await
-                .unwrap(),
-        );
-        let ingestor = Arc::new(CheckinIngestor::start(
-            store.clone(),
-            IngestConfig {
-                writers: 3,
-                max_batch: 4,
-                ..IngestConfig::default()
-            },
-        ));
-        let submitted: Vec<_> = (0..60)
-            .map(|d| {
-                let ingestor = ingestor.clone();
-                tokio::spawn(async move { ingestor.submit(checkin(&format!("PC-{d}"))).await })
-            })
-            .collect();
-        for s in submitted {
-            s.await.unwrap().unwrap();
-        }
-        let view = store
-            .tenant_checkin_view(
-                &TenantId::parse("contoso").unwrap(),
-                OffsetDateTime::now_utc() - time::Duration::hours(1),
-                1000,
-            )
-            .await
-            .unwrap();
-        assert_eq!(view.statuses.len(), 60);
+        assert_eq!(gather(&mut rx, 9usize, 3).await, [9, 0, 1]);
     }
 
     /// The log is bounded: with `max_backlog` reports logged and not applied (here because
     /// another connection holds the database's write lock, so nothing can be applied), the next
     /// report is not acknowledged until applying catches up; none is lost.
     #[tokio::test]
-    async fn writers_wait_for_the_materializer_past_the_backlog() {
+    async fn the_writer_waits_for_the_materializer_past_the_backlog() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("cirrus.sqlite3");
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db, true).await.unwrap());

@@ -71,7 +71,8 @@ pub fn log_rows_json(reports: &[crate::model::Checkin]) -> Result<String, sqlx::
     serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
-/// The last sequence number in the log (0 when empty): what a view read must see applied.
+/// SQLite: the last sequence number in the main database's log (0 when empty): what a view
+/// read must see applied (PostgreSQL's log has two tables: [`PG_LOG_HEAD`]).
 pub const LOG_HEAD: &str = "SELECT COALESCE(MAX(seq), 0) FROM client_checkin_log";
 
 /// What an upsert of reports does with a stored one: replaced unless it is newer (another
@@ -663,6 +664,16 @@ mod tests {
         Checkin::sample(tenant.as_str(), device, at, applied)
     }
 
+    /// The device names of `statuses`, sorted.
+    fn device_names(statuses: &[CheckinStatus]) -> Vec<String> {
+        let mut names: Vec<String> = statuses
+            .iter()
+            .map(|s| s.device_name.clone().unwrap_or_default())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[tokio::test]
     async fn sqlite_keeps_the_newest_report_per_device() {
         let dir = tempfile::tempdir().unwrap();
@@ -801,15 +812,7 @@ mod tests {
             .configuration_checkin_views(&tenant, &[a, b], since, 1000)
             .await
             .unwrap();
-        let names = |id: &Uuid| -> Vec<String> {
-            let mut names: Vec<String> = views[id]
-                .statuses
-                .iter()
-                .map(|s| s.device_name.clone().unwrap())
-                .collect();
-            names.sort();
-            names
-        };
+        let names = |id: &Uuid| device_names(&views[id].statuses);
         assert_eq!(views[&a].statuses.len(), 97, "PC-002 and PC-003 left a");
         assert!(!names(&a).iter().any(|n| n == "PC-002" || n == "PC-003"));
         assert_eq!(names(&b), ["PC-002", "PC-003", "pc-000"]);
@@ -975,13 +978,7 @@ mod tests {
             .configuration_checkin_views(&tenant, &[a, b], t0 - time::Duration::hours(1), 10)
             .await
             .unwrap();
-        let names = |id: &Uuid| -> Vec<String> {
-            views[id]
-                .statuses
-                .iter()
-                .map(|s| s.device_name.clone().unwrap())
-                .collect()
-        };
+        let names = |id: &Uuid| device_names(&views[id].statuses);
         assert_eq!(names(&a), ["PC-1"]);
         assert_eq!(names(&b), ["PC-2"]);
         schema.drop().await;
